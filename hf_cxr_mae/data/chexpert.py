@@ -1,0 +1,132 @@
+"""CheXpert (and the CheXpert-style label files of MIMIC-CXR)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from datasets import DatasetDict
+
+from .core import (
+    DataValidationError,
+    Problem,
+    csv_where,
+    patient_split,
+    raise_or_skip,
+    read_csv,
+    to_dataset,
+)
+from .labels import CHEXPERT5_LABELS, CHEXPERT14_LABELS, apply_policy, check_policy, parse_value
+
+
+def label_set(findings: str | list[str]) -> list[str]:
+    """``"competition"`` (5 findings), ``"all"`` (14) or an explicit list."""
+    if findings == "competition":
+        return list(CHEXPERT5_LABELS)
+    if findings == "all":
+        return list(CHEXPERT14_LABELS)
+    if isinstance(findings, str):
+        raise ValueError(
+            f"findings must be 'competition', 'all' or a list of names, got {findings!r}."
+        )
+    unknown = [f for f in findings if f not in CHEXPERT14_LABELS]
+    if unknown:
+        raise ValueError(f"Unknown CheXpert finding(s) {unknown}; valid: {CHEXPERT14_LABELS}.")
+    return list(findings)
+
+
+def parse_label_rows(
+    frame: pd.DataFrame, csv_path: Path, names: list[str], policy: str
+) -> tuple[list[list[float]], list[Problem]]:
+    """Targets per row under ``policy``; a problem per cell outside {1, 0, -1, blank}."""
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"{csv_path} lacks label column(s) {missing}; columns: {list(frame.columns)}."
+        )
+    targets, problems = [], []
+    for i, row in enumerate(frame[names].itertuples(index=False)):
+        vector = []
+        for name, raw in zip(names, row, strict=True):
+            try:
+                vector.append(apply_policy(parse_value(raw), name, policy))
+            except ValueError as err:
+                problems.append(Problem(csv_where(csv_path, i), f"column {name!r}: {err}"))
+        targets.append(vector)
+    return targets, problems
+
+
+def _strip_release_prefix(path: str, data_dir: Path) -> str:
+    """Paths start with 'CheXpert-v1.0-small/'; accept data_dir either above or at that folder."""
+    first, _, rest = path.partition("/")
+    if first.startswith("CheXpert-v1.0") and not (data_dir / first).is_dir():
+        return rest
+    return path
+
+
+def _read_split(
+    csv_path: Path, data_dir: Path, names: list[str], policy: str, frontal_only: bool, on_bad: str
+) -> pd.DataFrame:
+    frame = read_csv(csv_path, dtype=str, keep_default_na=False)
+    if "Path" not in frame.columns:
+        raise DataValidationError(
+            f"{csv_path} has no 'Path' column; columns: {list(frame.columns)}."
+        )
+    targets, problems = parse_label_rows(frame, csv_path, names, policy)
+    bad = raise_or_skip(problems, on_bad, f"label cells in {csv_path}")
+    paths = [_strip_release_prefix(p, data_dir) for p in frame["Path"]]
+    records = pd.DataFrame(
+        {
+            "where": [csv_where(csv_path, i) for i in range(len(frame))],
+            "path": paths,
+            "labels": targets,
+            "patient_id": [
+                next((part for part in p.split("/") if part.startswith("patient")), None)
+                for p in paths
+            ],
+            "view": frame.get("AP/PA", pd.Series([""] * len(frame))).replace("", None),
+            "frontal": frame.get("Frontal/Lateral", pd.Series(["Frontal"] * len(frame))),
+        }
+    )
+    records = records[~records["where"].isin(bad)]
+    if frontal_only:
+        records = records[records["frontal"] == "Frontal"]
+    return records
+
+
+def load_chexpert(
+    data_dir: str | Path,
+    findings: str | list[str] = "competition",
+    uncertainty: str = "paper",
+    frontal_only: bool = True,
+    train_file: str = "train.csv",
+    test_file: str | None = "valid.csv",
+    validation_size: float | int = 0.1,
+    seed: int = 0,
+    check_images: str = "open",
+    on_bad: str = "raise",
+) -> DatasetDict:
+    """CheXpert: ``train.csv`` -> train + patient-disjoint validation, the official ``valid.csv``
+    -> test (the hidden test set is not public). Uncertain (-1) cells follow ``uncertainty``:
+    ``ones``, ``zeros``, ``ignore`` (left out of loss and metric) or ``paper``."""
+    check_policy(uncertainty)
+    data_dir = Path(data_dir)
+    if not (data_dir / train_file).is_file():
+        # Accept the folder above the release folder too.
+        inner = sorted(p for p in data_dir.glob("CheXpert-v1.0*") if (p / train_file).is_file())
+        data_dir = inner[0] if inner else data_dir
+    names = label_set(findings)
+    kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
+    train_records = _read_split(
+        data_dir / train_file, data_dir, names, uncertainty, frontal_only, on_bad
+    )
+    train, validation = patient_split(
+        to_dataset(train_records, data_dir, **kwargs), validation_size, seed
+    )
+    splits = {"train": train, "validation": validation}
+    if test_file is not None and (data_dir / test_file).is_file():
+        test_records = _read_split(
+            data_dir / test_file, data_dir, names, uncertainty, frontal_only, on_bad
+        )
+        splits["test"] = to_dataset(test_records, data_dir, **kwargs)
+    return DatasetDict(splits)

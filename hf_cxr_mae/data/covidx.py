@@ -1,0 +1,80 @@
+"""COVIDx: text split files ``patient_id filename label source``; single-label classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from datasets import DatasetDict
+
+from .core import DataValidationError, Problem, patient_split, raise_or_skip, to_dataset
+
+_SPLIT_FILES = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
+
+
+def _read_split_file(path: Path, image_dir: str) -> tuple[pd.DataFrame, list[Problem]]:
+    rows, problems = [], []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        parts = line.split()
+        where = f"{path} line {i + 1}"
+        if len(parts) < 3:
+            problems.append(
+                Problem(where, f"expected 'patient_id filename label [source]', got {line!r}")
+            )
+            continue
+        rows.append(
+            {
+                "where": where,
+                "patient_id": parts[0],
+                "path": f"{image_dir}/{parts[1]}",
+                "class": parts[2],
+            }
+        )
+    if not rows and not problems:
+        raise DataValidationError(f"{path} is empty.")
+    return pd.DataFrame(rows), problems
+
+
+def load_covidx(
+    data_dir: str | Path,
+    class_names: list[str] | None = None,
+    validation_size: float | int = 0.1,
+    seed: int = 0,
+    check_images: str = "open",
+    on_bad: str = "raise",
+) -> DatasetDict:
+    """COVIDx from ``train.txt`` / ``test.txt`` (and ``val.txt`` if present), images in
+    ``train/`` and ``test/``. Class names default to the sorted labels found in the files; a
+    label outside ``class_names`` is an error naming the line."""
+    data_dir = Path(data_dir)
+    frames, problems = {}, []
+    for split, name in _SPLIT_FILES.items():
+        path = data_dir / name
+        if path.is_file():
+            image_dir = "test" if split == "test" else "train"
+            frames[split], found = _read_split_file(path, image_dir)
+            problems += found
+    if "train" not in frames or "test" not in frames:
+        raise FileNotFoundError(f"COVIDx needs train.txt and test.txt in {data_dir}.")
+    raise_or_skip(problems, on_bad, "split-file lines")
+    found_classes = sorted(set().union(*(set(f["class"]) for f in frames.values())))
+    names = list(class_names) if class_names is not None else found_classes
+    bad = [
+        Problem(w, f"label {c!r} not in {names}")
+        for f in frames.values()
+        for w, c in zip(f["where"], f["class"], strict=True)
+        if c not in names
+    ]
+    skipped = raise_or_skip(bad, on_bad, "labels")
+    out = {}
+    for split, frame in frames.items():
+        frame = frame[~frame["where"].isin(skipped)]
+        frame = frame.assign(label=[names.index(c) for c in frame["class"]])
+        out[split] = to_dataset(
+            frame, data_dir, class_names=names, check_images=check_images, on_bad=on_bad
+        )
+    if "validation" not in out:
+        out["train"], out["validation"] = patient_split(out["train"], validation_size, seed)
+    return DatasetDict(out)

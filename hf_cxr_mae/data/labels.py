@@ -1,0 +1,75 @@
+"""Label sets of the public chest X-ray datasets and CheXpert-style uncertainty policies."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..modeling import IGNORE_LABEL
+
+# The paper's order (its code's order).
+NIH14_LABELS = [
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+]  # fmt: skip
+# CheXpert / MIMIC-CXR label-file column order.
+CHEXPERT14_LABELS = [
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+    "Pleural Other", "Fracture", "Support Devices",
+]  # fmt: skip
+# The CheXpert competition findings.
+CHEXPERT5_LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+
+POLICIES = ("ones", "zeros", "ignore", "paper")
+# The paper's code: uncertain Edema / Atelectasis are positives, the other competition
+# findings negatives (the CheXpert paper's best per-finding choice). Others default to 0.
+_PAPER_UNCERTAIN_ONES = {"Edema", "Atelectasis"}
+
+ALLOWED_VALUES = "1, 0, -1 or blank"
+
+
+def parse_value(raw: object) -> float | None:
+    """A label cell as 1.0 / 0.0 / -1.0, None for blank; ValueError for anything else."""
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return None
+    text = str(raw).strip()
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not {ALLOWED_VALUES}") from None
+    if value not in (1.0, 0.0, -1.0):
+        raise ValueError(f"{raw!r} is not {ALLOWED_VALUES}")
+    return value
+
+
+def apply_policy(value: float | None, name: str, policy: str) -> float:
+    """Map a parsed cell to a training target under an uncertainty policy (blank -> 0)."""
+    if value is None:
+        return 0.0
+    if value != -1.0:
+        return value
+    if policy == "ones":
+        return 1.0
+    if policy == "zeros":
+        return 0.0
+    if policy == "ignore":
+        return IGNORE_LABEL
+    if policy == "paper":
+        return 1.0 if name in _PAPER_UNCERTAIN_ONES else 0.0
+    raise ValueError(f"Unknown uncertainty policy {policy!r}; choose one of {POLICIES}.")
+
+
+def check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(
+            f"Unknown uncertainty policy {policy!r}; choose one of {', '.join(POLICIES)}."
+        )
+
+
+def check_names(wanted: Sequence[str], available: Sequence[str], where: str) -> None:
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise ValueError(f"Unknown label name(s) {unknown} for {where}; valid: {list(available)}.")

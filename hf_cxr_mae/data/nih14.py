@@ -1,0 +1,140 @@
+"""NIH ChestX-ray14 in its release format."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from datasets import DatasetDict
+
+from .core import (
+    DataValidationError,
+    Problem,
+    csv_where,
+    patient_split,
+    raise_or_skip,
+    read_csv,
+    to_dataset,
+)
+from .labels import NIH14_LABELS
+
+NO_FINDING = "No Finding"
+
+
+def _index_images(data_dir: Path, image_dir: str | None) -> dict[str, str]:
+    """File name -> path relative to data_dir, for PNGs in any subfolder (images_001/images/...).
+
+    A name found twice is ambiguous and refused, naming both copies (use ``image_dir``).
+    """
+    index: dict[str, str] = {}
+    for root, dirs, files in os.walk(data_dir / image_dir if image_dir else data_dir):
+        dirs.sort()
+        for name in sorted(files):
+            if not name.lower().endswith(".png"):
+                continue
+            rel = os.path.relpath(os.path.join(root, name), data_dir)
+            if name in index:
+                raise DataValidationError(
+                    f"{name} is both {index[name]} and {rel} under {data_dir}; pass image_dir to "
+                    "say which folder holds the images."
+                )
+            index[name] = rel
+    return index
+
+
+def _read_list(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Official list file not found: {path}. NIH ChestX-ray14 ships train_val_list.txt and "
+            "test_list.txt; point data_dir at the folder holding them."
+        )
+    lines = path.read_text().splitlines()
+    return [(f"{path} line {i + 1}", line.strip()) for i, line in enumerate(lines) if line.strip()]
+
+
+def load_nih14(
+    data_dir: str | Path,
+    label_file: str = "Data_Entry_2017.csv",
+    train_list: str = "train_val_list.txt",
+    test_list: str = "test_list.txt",
+    validation_size: float | int = 0.1,
+    seed: int = 0,
+    views: list[str] | None = None,
+    image_dir: str | None = None,
+    check_images: str = "open",
+    on_bad: str = "raise",
+) -> DatasetDict:
+    """NIH ChestX-ray14: 14 findings in the paper's order, official test list, patient-disjoint
+    validation carved from the official train_val list. Images are found in any subfolder
+    (of ``image_dir`` if given). ``views`` keeps only those
+    ``View Position`` values (e.g. ``["PA"]``)."""
+    data_dir = Path(data_dir)
+    csv_path = data_dir / label_file
+    frame = read_csv(csv_path, dtype=str, keep_default_na=False)
+    needed = {"Image Index", "Finding Labels", "Patient ID", "View Position"}
+    if missing := needed - set(frame.columns):
+        raise DataValidationError(
+            f"{csv_path} lacks column(s) {sorted(missing)}; columns: {list(frame.columns)}."
+        )
+    index = _index_images(data_dir, image_dir)
+    problems: list[Problem] = []
+    rows = []
+    for i, row in frame.iterrows():
+        where = csv_where(csv_path, i)
+        findings = [f.strip() for f in row["Finding Labels"].split("|") if f.strip()]
+        unknown = [f for f in findings if f not in NIH14_LABELS and f != NO_FINDING]
+        if unknown or not findings:
+            problems.append(
+                Problem(
+                    where,
+                    f"unknown finding(s) {unknown or ['<empty>']}; valid: {[*NIH14_LABELS, NO_FINDING]}",
+                )
+            )
+            continue
+        name = row["Image Index"]
+        rel = index.get(name)
+        if rel is None:
+            problems.append(Problem(where, f"image {name} not found under {data_dir}"))
+            continue
+        rows.append(
+            {
+                "where": where,
+                "name": name,
+                "path": rel,
+                "labels": [1.0 if f in findings else 0.0 for f in NIH14_LABELS],
+                "patient_id": row["Patient ID"],
+                "view": row["View Position"],
+            }
+        )
+    raise_or_skip(problems, on_bad, f"rows in {csv_path}")
+    records = pd.DataFrame(rows)
+    if views is not None:
+        records = records[records["view"].isin(views)]
+    # The official lists must name images that exist in the label file.
+    by_name = {n: i for i, n in enumerate(records["name"])}
+    known = set(frame["Image Index"])
+    split_rows: dict[str, list[int]] = {}
+    list_problems: list[Problem] = []
+    for split, list_name in (("train_val", train_list), ("test", test_list)):
+        picked = []
+        for where, name in _read_list(data_dir / list_name):
+            if name in by_name:
+                picked.append(by_name[name])
+            elif name not in known:
+                list_problems.append(Problem(where, f"{name} is not in {label_file}"))
+            elif name not in index:
+                list_problems.append(Problem(where, f"{name} does not exist under {data_dir}"))
+        split_rows[split] = picked
+    raise_or_skip(list_problems, on_bad, "list entries")
+    overlap = set(split_rows["train_val"]) & set(split_rows["test"])
+    if overlap:
+        names = sorted(records["name"].iloc[list(overlap)])[:5]
+        raise DataValidationError(
+            f"{len(overlap)} images are in both {train_list} and {test_list}, e.g. {names}."
+        )
+    kwargs = {"label_names": NIH14_LABELS, "check_images": check_images, "on_bad": on_bad}
+    train_val = to_dataset(records.iloc[split_rows["train_val"]], data_dir, **kwargs)
+    test = to_dataset(records.iloc[split_rows["test"]], data_dir, **kwargs)
+    train, validation = patient_split(train_val, validation_size, seed)
+    return DatasetDict(train=train, validation=validation, test=test)

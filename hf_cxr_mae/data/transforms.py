@@ -1,0 +1,204 @@
+"""The paper's transforms, one channel from decode to the batch edge.
+
+``create_transform(config, mode)`` is the one entry point (timm-style): ``"pretrain"`` (MAE:
+RandomResizedCrop scale 0.5-1.0, bicubic, flip), ``"train"`` (fine-tuning: bicubic
+RandomResizedCrop, flip, RandAugment ``rand-m6-mstd0.5-inc1``, optional random erasing) and
+``"eval"`` (shortest edge ``image_size / crop_pct``, centre crop). Size, mean and std come from the
+model config. ``batch_transform`` plugs them into ``Dataset.set_transform`` for raw rows (an
+``image`` column) and cached rows (``pixels`` / ``height`` / ``width``) alike, and
+``CXRCollator`` stacks the batch and expands the single channel to the model's three (a view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
+
+from .images import to_grayscale
+
+MODES = ("pretrain", "train", "eval")
+BICUBIC = InterpolationMode.BICUBIC
+
+
+def to_uint8_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Any PIL image / HxW array -> (1, H, W) uint8 tensor (no copy for arrays)."""
+    if isinstance(image, torch.Tensor):
+        return image if image.ndim == 3 else image[None]
+    if isinstance(image, Image.Image):
+        image = np.asarray(to_grayscale(image))
+    if not image.flags.writeable:  # Arrow buffers are read-only; torch wants to own writable memory
+        image = image.copy()
+    return torch.from_numpy(image)[None]
+
+
+class _Normalize:
+    def __init__(self, mean: float, std: float) -> None:
+        self.mean, self.std = mean, std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+
+def create_transform(
+    config: Any,
+    mode: str,
+    crop_scale: tuple[float, float] | None = None,
+    hflip: float = 0.5,
+    auto_augment: str | None = "rand-m6-mstd0.5-inc1",
+    re_prob: float = 0.0,
+    pre_resize: int | None = None,
+) -> Callable[[Image.Image | np.ndarray | torch.Tensor], torch.Tensor]:
+    """Image (PIL, HxW uint8 array or (1,H,W) tensor) -> normalised (1, size, size) float tensor.
+
+    ``config`` is any model config with ``image_size``, ``image_mean``, ``image_std`` and
+    ``crop_pct`` (ours). ``crop_scale`` defaults to the paper's (0.5, 1.0) for ``pretrain`` and
+    timm's (0.08, 1.0) for ``train``. ``pre_resize`` first shrinks the shortest side to that size
+    (never enlarging), as the pixel cache does: set it to the cache size and raw files and the
+    cache give identical results.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    size = int(config.image_size)
+    # One channel: the channels of the model's mean / std are equal for X-rays; use the first.
+    mean, std = float(config.image_mean[0]), float(config.image_std[0])
+    normalize = _Normalize(mean, std)
+    if mode == "eval":
+        resize = round(size / getattr(config, "crop_pct", 224 / 256))
+        ops = v2.Compose(
+            [v2.Resize(resize, interpolation=BICUBIC, antialias=True), v2.CenterCrop(size)]
+        )
+        return lambda image: normalize(ops(resize_shortest(to_uint8_tensor(image), pre_resize)))
+    scale = crop_scale or ((0.5, 1.0) if mode == "pretrain" else (0.08, 1.0))
+    geometric = v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=scale, interpolation=BICUBIC, antialias=True),
+            v2.RandomHorizontalFlip(hflip),
+        ]
+    )
+    if mode == "pretrain" or not auto_augment:
+        return lambda image: normalize(
+            geometric(resize_shortest(to_uint8_tensor(image), pre_resize))
+        )
+    from timm.data.auto_augment import rand_augment_transform
+    from timm.data.random_erasing import RandomErasing
+
+    # timm's create_transform breaks on mode-L images (tuple fill); this works on one channel.
+    augment = rand_augment_transform(
+        auto_augment, {"translate_const": int(0.45 * size), "img_mean": round(mean * 255)}
+    )
+    erase = RandomErasing(re_prob, mode="pixel", device="cpu") if re_prob > 0 else None
+
+    def train_transform(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+        cropped = geometric(resize_shortest(to_uint8_tensor(image), pre_resize))[0].numpy()
+        out = normalize(to_uint8_tensor(np.asarray(augment(Image.fromarray(cropped)))))
+        return erase(out) if erase is not None else out
+
+    return train_transform
+
+
+def example_image(batch: dict[str, list], i: int) -> Image.Image | np.ndarray:
+    """Row ``i`` of a batch as an image: a PIL image (raw) or an HxW uint8 array (cache)."""
+    if "pixels" in batch:
+        return np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(
+            batch["height"][i], batch["width"][i]
+        )
+    return batch["image"][i]
+
+
+def batch_transform(
+    transform: Callable[[Any], torch.Tensor], label_names: Sequence[str] | None = None
+) -> Callable[[dict[str, list]], dict[str, list]]:
+    """A ``set_transform`` function: rows -> ``pixel_values`` (1,H,W) and ``labels`` tensors.
+
+    Multi-label struct labels become float vectors in ``label_names`` order; ``ClassLabel``
+    labels stay class indices.
+    """
+
+    def apply(batch: dict[str, list]) -> dict[str, list]:
+        n = len(batch["pixels"] if "pixels" in batch else batch["image"])
+        out: dict[str, list] = {
+            "pixel_values": [transform(example_image(batch, i)) for i in range(n)]
+        }
+        if "labels" in batch and label_names is not None:
+            out["labels"] = [
+                torch.tensor([row[name] for name in label_names]) for row in batch["labels"]
+            ]
+        elif "label" in batch:
+            out["labels"] = [torch.tensor(v) for v in batch["label"]]
+        return out
+
+    return apply
+
+
+class CXRCollator:
+    """Stack examples; expand one channel to ``num_channels`` (a view, no copy).
+
+    ``mixup_alpha`` / ``cutmix_alpha`` > 0 mix pairs within the batch (images and their float
+    targets alike; multi-hot and one-hot both work), off by default as in the paper's recipe.
+    """
+
+    def __init__(
+        self,
+        num_channels: int = 3,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        num_classes: int | None = None,
+    ) -> None:
+        self.num_channels = num_channels
+        self.mixup_alpha, self.cutmix_alpha, self.num_classes = (
+            mixup_alpha,
+            cutmix_alpha,
+            num_classes,
+        )
+
+    def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        pixels = torch.stack([e["pixel_values"] for e in examples])
+        batch = {"pixel_values": pixels}
+        if "labels" in examples[0]:
+            batch["labels"] = torch.stack([e["labels"] for e in examples])
+        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
+            batch = self._mix(batch)
+        batch["pixel_values"] = batch["pixel_values"].expand(-1, self.num_channels, -1, -1)
+        return batch
+
+    def _mix(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = batch["pixel_values"].clone()
+        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or np.random.rand() < 0.5)
+        alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
+        lam = float(np.random.beta(alpha, alpha))
+        flipped = x.flip(0)
+        if use_cutmix:
+            h, w = x.shape[-2:]
+            ch, cw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
+            cy, cx = np.random.randint(h), np.random.randint(w)
+            y0, y1, x0, x1 = (
+                max(cy - ch // 2, 0),
+                min(cy + ch // 2, h),
+                max(cx - cw // 2, 0),
+                min(cx + cw // 2, w),
+            )
+            x[..., y0:y1, x0:x1] = flipped[..., y0:y1, x0:x1]
+            lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+        else:
+            x = lam * x + (1 - lam) * flipped
+        out = {"pixel_values": x}
+        if "labels" in batch:
+            y = batch["labels"]
+            if y.ndim == 1:  # class indices -> one-hot for mixing
+                y = torch.nn.functional.one_hot(y, self.num_classes).float()
+            out["labels"] = lam * y + (1 - lam) * y.flip(0)
+        return out
+
+
+def resize_shortest(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Shrink a (1,H,W) uint8 image so its shortest side is ``size`` (never enlarges)."""
+    h, w = image.shape[-2:]
+    if size is None or min(h, w) <= size:
+        return image
+    return TF.resize(image, size, interpolation=BICUBIC, antialias=True)
