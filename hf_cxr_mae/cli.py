@@ -67,6 +67,38 @@ def quickstart(output_dir: Path, preset: str, steps: int, images: Path | None) -
     print(f"saved {clf_dir}: pipeline scores (untrained head) {classify(example)}")
 
 
+def _parse_options(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` pairs; values parsed as YAML scalars/lists (``views=[PA]``, ``frontal_only=false``)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--option expects key=value, got {pair!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def cache(args: argparse.Namespace) -> None:
+    """Build the pixel cache of a dataset ahead of training."""
+    from .data import load_cxr_dataset
+    from .data.cache import build_cache, default_cache_dir
+
+    data = load_cxr_dataset(args.dataset, args.data_dir, **_parse_options(args.option))
+    start = time.perf_counter()
+    cached = build_cache(data, size=args.size, cache_dir=args.cache_dir, num_proc=args.num_proc)
+    seconds = time.perf_counter() - start
+    total = sum(len(split) for split in cached.values())
+    for name, split in cached.items():
+        print(
+            f"{name:<10} {len(split):>8} images  {split.cache_files[0]['filename'].rsplit('/', 2)[0]}"
+        )
+    print(
+        f"{total} images cached at shortest side {args.size} in {seconds:.1f}s under {args.cache_dir or default_cache_dir()}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hf-cxr-mae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,9 +111,26 @@ def main(argv: list[str] | None = None) -> None:
     qs.add_argument(
         "--images", type=Path, default=None, help="folder of PNG/JPEG X-rays (optional)"
     )
+    ca = sub.add_parser("cache", help="decode a dataset once into the compact pixel cache")
+    ca.add_argument("dataset", help="nih14, chexpert, mimic_cxr, covidx, csv or imagefolder")
+    ca.add_argument("--data_dir", required=True, type=Path)
+    ca.add_argument("--size", type=int, default=320, help="shortest side kept (default 320)")
+    ca.add_argument(
+        "--cache_dir", type=Path, default=None, help="default: $HF_HOME/hf_cxr_mae/pixel_cache"
+    )
+    ca.add_argument("--num_proc", type=int, default=None)
+    ca.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a load_cxr_dataset option",
+    )
     args = parser.parse_args(argv)
     if args.command == "quickstart":
         quickstart(args.output_dir, args.preset, args.steps, args.images)
+    elif args.command == "cache":
+        cache(args)
 
 
 if __name__ == "__main__":

@@ -120,11 +120,12 @@ def resolve_paths(
         raise ValueError(
             f"check_images must be 'exists', 'open' or 'decode', got {check_images!r}."
         )
-    root = data_dir.resolve()
+    # Lexical check: '../' tricks are refused, but symlinks the user placed inside are followed.
+    root = Path(os.path.normpath(data_dir.absolute()))
     problems: list[Problem] = []
     resolved: list[str] = []
     for where, rel in zip(records["where"], records["path"], strict=True):
-        full = (root / str(rel)).resolve()
+        full = Path(os.path.normpath(root / str(rel)))
         if not full.is_relative_to(root):
             problems.append(Problem(where, f"path {rel!r} escapes the data folder {root}"))
         elif full.suffix.lower() not in IMAGE_SUFFIXES:
@@ -176,7 +177,7 @@ def to_dataset(
 ) -> Dataset:
     """Build a dataset from records with ``path`` and ``where`` (+ ``labels`` / ``label`` / metadata)."""
     records = resolve_paths(records, data_dir, check_images, on_bad)
-    root = str(data_dir.resolve()) + os.sep
+    root = os.path.normpath(data_dir.absolute()) + os.sep
     columns: dict[str, list] = {
         "image": [_image_value(p) for p in records["path"]],
         "image_id": [p.removeprefix(root) for p in records["path"]],

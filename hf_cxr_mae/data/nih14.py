@@ -28,7 +28,9 @@ def _index_images(data_dir: Path, image_dir: str | None) -> dict[str, str]:
     A name found twice is ambiguous and refused, naming both copies (use ``image_dir``).
     """
     index: dict[str, str] = {}
-    for root, dirs, files in os.walk(data_dir / image_dir if image_dir else data_dir):
+    for root, dirs, files in os.walk(
+        data_dir / image_dir if image_dir else data_dir, followlinks=True
+    ):
         dirs.sort()
         for name in sorted(files):
             if not name.lower().endswith(".png"):
