@@ -287,8 +287,11 @@ class CXRViTForImageClassification(_NativeSaveMixin, _MAEInitMixin, BeitForImage
 def classification_loss(
     logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None
 ) -> torch.Tensor:
-    """BCE-with-logits over non-ignored entries (multi-label) or cross-entropy (single-label)."""
+    """BCE-with-logits over non-ignored entries (multi-label) or cross-entropy (single-label;
+    class indices or, after mixup, class probabilities)."""
     if problem_type == "single_label_classification":
+        if labels.ndim == 2 and labels.is_floating_point():
+            return F.cross_entropy(logits, labels.to(logits.dtype))
         return F.cross_entropy(logits, labels.long().view(-1))
     labels = labels.to(logits.dtype)
     valid = labels != IGNORE_LABEL
@@ -370,7 +373,7 @@ def layer_decay_param_groups(
     embeddings and the cls token get no weight decay. With ``lr`` each group also gets
     ``lr * lr_scale``. Frozen parameters are left out.
     """
-    num_layers = model.config.num_hidden_layers
+    num_layers = getattr(model.config, "num_hidden_layers", 0)  # 0: not a ViT, one scale for all
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from transformers import BitImageProcessor, ViTMAEConfig
 from transformers.image_utils import PILImageResampling
 
 
-def build_image_processor(config: ViTMAEConfig) -> BitImageProcessor:
+def build_image_processor(config: ViTMAEConfig | Any) -> BitImageProcessor:
     """Evaluation preprocessing for a model: RGB, shortest edge to ``image_size / crop_pct``
     (256 for 224), bicubic, centre crop ``image_size``, scale to [0, 1], normalise with the
     model's mean / std.
@@ -18,7 +20,7 @@ def build_image_processor(config: ViTMAEConfig) -> BitImageProcessor:
     return BitImageProcessor(
         do_convert_rgb=True,
         do_resize=True,
-        size={"shortest_edge": config.eval_resize_size},
+        size={"shortest_edge": round(size / getattr(config, "crop_pct", 224 / 256))},
         resample=PILImageResampling.BICUBIC,
         do_center_crop=True,
         crop_size={"height": size, "width": size},

@@ -11,6 +11,7 @@ model config. ``batch_transform`` plugs them into ``Dataset.set_transform`` for 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,20 +112,50 @@ def example_image(batch: dict[str, list], i: int) -> Image.Image | np.ndarray:
     return batch["image"][i]
 
 
+class AugmentationSeeds:
+    """Seeds augmentation per sample from (base seed, epoch, ``row_id``).
+
+    Each sample's random crop, flip and RandAugment then depend on nothing else: not on the
+    number of data workers, not on what the model drew in between, and a resumed run draws
+    exactly what an uninterrupted one would. The global RNGs are left untouched. A Trainer
+    callback (``EpochCallback``) keeps ``epoch`` current.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.epoch = seed, 0
+
+    def __call__(self, row_id: int, fn: Callable[[Any], torch.Tensor], image: Any) -> torch.Tensor:
+        sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(row_id)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed % (2**63))
+            state = random.getstate()
+            random.seed(sample_seed)
+            try:
+                return fn(image)
+            finally:
+                random.setstate(state)
+
+
 def batch_transform(
-    transform: Callable[[Any], torch.Tensor], label_names: Sequence[str] | None = None
+    transform: Callable[[Any], torch.Tensor],
+    label_names: Sequence[str] | None = None,
+    seeds: AugmentationSeeds | None = None,
 ) -> Callable[[dict[str, list]], dict[str, list]]:
     """A ``set_transform`` function: rows -> ``pixel_values`` (1,H,W) and ``labels`` tensors.
 
     Multi-label struct labels become float vectors in ``label_names`` order; ``ClassLabel``
-    labels stay class indices.
+    labels stay class indices. With ``seeds``, rows need a ``row_id`` column (``with_row_ids``).
     """
 
     def apply(batch: dict[str, list]) -> dict[str, list]:
         n = len(batch["pixels"] if "pixels" in batch else batch["image"])
-        out: dict[str, list] = {
-            "pixel_values": [transform(example_image(batch, i)) for i in range(n)]
-        }
+        if seeds is None:
+            pixels = [transform(example_image(batch, i)) for i in range(n)]
+        else:
+            pixels = [
+                seeds(batch["row_id"][i], transform, example_image(batch, i)) for i in range(n)
+            ]
+        out: dict[str, list] = {"pixel_values": pixels}
         if "labels" in batch and label_names is not None:
             out["labels"] = [
                 torch.tensor([row[name] for name in label_names]) for row in batch["labels"]
@@ -134,6 +165,13 @@ def batch_transform(
         return out
 
     return apply
+
+
+def with_row_ids(dataset):
+    """The dataset with a ``row_id`` column (0..n-1), the key of per-sample augmentation seeds."""
+    if "row_id" in dataset.column_names:
+        return dataset
+    return dataset.add_column("row_id", list(range(len(dataset))))
 
 
 class CXRCollator:
@@ -169,14 +207,17 @@ class CXRCollator:
 
     def _mix(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch["pixel_values"].clone()
-        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or np.random.rand() < 0.5)
+        # torch's RNG (not numpy's): the Trainer saves and restores it with each checkpoint.
+        use_cutmix = self.cutmix_alpha > 0 and (
+            self.mixup_alpha <= 0 or torch.rand(()).item() < 0.5
+        )
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
-        lam = float(np.random.beta(alpha, alpha))
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
         flipped = x.flip(0)
         if use_cutmix:
             h, w = x.shape[-2:]
             ch, cw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
-            cy, cx = np.random.randint(h), np.random.randint(w)
+            cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
             y0, y1, x0, x1 = (
                 max(cy - ch // 2, 0),
                 min(cy + ch // 2, h),

@@ -1,0 +1,30 @@
+"""Training: recipe arguments, the Trainer subclass, LR schedule, metrics, demo data and runs."""
+
+from .arguments import (
+    CXRTrainingArguments,
+    DataArguments,
+    EvaluateArguments,
+    FinetuneArguments,
+    LinprobeArguments,
+    ModelArguments,
+    PretrainArguments,
+    parse_recipe_args,
+)
+from .schedule import lr_at_step, warmup_cosine_scheduler
+from .trainer import CXRTrainer, ReconstructionPreviewCallback, last_complete_checkpoint
+
+__all__ = [
+    "CXRTrainer",
+    "CXRTrainingArguments",
+    "DataArguments",
+    "EvaluateArguments",
+    "FinetuneArguments",
+    "LinprobeArguments",
+    "ModelArguments",
+    "PretrainArguments",
+    "ReconstructionPreviewCallback",
+    "last_complete_checkpoint",
+    "lr_at_step",
+    "parse_recipe_args",
+    "warmup_cosine_scheduler",
+]

@@ -1,0 +1,369 @@
+"""Recipe arguments: model / data dataclasses, ``TrainingArguments`` subclasses with the paper's
+defaults, and a strict parser (a YAML or JSON file first, flags override it)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..configuration import preset_kwargs
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A pre-trained MAE or a classifier (folder or Hub id). None: start from scratch with --preset."
+        },
+    )
+    preset: str = field(
+        default="vit-small-patch16-dec512d2b",
+        metadata={"help": "Model preset when starting from scratch."},
+    )
+    mask_ratio: float = field(default=0.90, metadata={"help": "MAE masking ratio (paper: 0.90)."})
+    norm_pix_loss: bool = field(
+        default=False, metadata={"help": "MAE loss on per-patch normalised pixels."}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Input size; default: the checkpoint's or preset's."}
+    )
+    drop_path_rate: float = field(
+        default=0.2, metadata={"help": "Stochastic depth at the last block (paper: 0.2)."}
+    )
+    pooling: str = field(
+        default="mean", metadata={"help": "Classifier pooling: 'mean' (MAE) or 'cls'."}
+    )
+    reinit_head: bool = field(
+        default=False, metadata={"help": "New head even if the checkpoint's label count differs."}
+    )
+    architecture: str = field(
+        default="vit", metadata={"help": "'vit' or 'densenet121' (timm CNN baseline)."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"--mask_ratio must be in (0, 1), got {self.mask_ratio}.")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"--drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"--pooling must be 'mean' or 'cls', got {self.pooling!r}.")
+        if self.architecture not in ("vit", "densenet121"):
+            raise ValueError(
+                f"--architecture must be 'vit' or 'densenet121', got {self.architecture!r}."
+            )
+        if self.image_size is not None and self.image_size <= 0:
+            raise ValueError(f"--image_size must be positive, got {self.image_size}.")
+        preset_kwargs(self.preset)  # raises with the valid names
+
+
+# load_cxr_dataset options exposed as flags under their own names (None: the loader's default).
+SOURCE_OPTIONS = (
+    "image_dir", "uncertainty", "findings", "frontal_only", "views", "validation_size", "csv_file",
+    "image_column", "label_column", "label_columns", "label_delimiter", "labeler", "class_names",
+    "check_images", "on_bad",
+)  # fmt: skip
+
+
+@dataclass
+class DataArguments:
+    dataset: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Source name(s): nih14, chexpert, mimic_cxr, covidx, csv, imagefolder (several for pre-training). None: the built-in DEMO data."
+        },
+    )
+    data_dir: list[str] | None = field(default=None, metadata={"help": "One folder per --dataset."})
+    image_dir: str | None = field(
+        default=None, metadata={"help": "nih14: subfolder holding the images."}
+    )
+    uncertainty: str | None = field(
+        default=None, metadata={"help": "chexpert/mimic/csv: ones, zeros, ignore or paper."}
+    )
+    findings: str | None = field(
+        default=None, metadata={"help": "chexpert/mimic: 'competition' (5) or 'all' (14)."}
+    )
+    frontal_only: bool | None = field(
+        default=None, metadata={"help": "chexpert: frontal views only."}
+    )
+    views: list[str] | None = field(
+        default=None, metadata={"help": "nih14/mimic: keep these view positions."}
+    )
+    validation_size: float | None = field(
+        default=None, metadata={"help": "Patient-disjoint validation fraction or count."}
+    )
+    csv_file: str | None = field(
+        default=None, metadata={"help": "csv: the label file inside data_dir."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "csv: the image-path column."})
+    label_column: str | None = field(
+        default=None, metadata={"help": "csv: one delimited label column."}
+    )
+    label_columns: list[str] | None = field(
+        default=None, metadata={"help": "csv: one column per finding."}
+    )
+    label_delimiter: str | None = field(
+        default=None, metadata={"help": "csv: delimiter of --label_column."}
+    )
+    labeler: str | None = field(default=None, metadata={"help": "mimic_cxr: chexpert or negbio."})
+    class_names: list[str] | None = field(default=None, metadata={"help": "covidx: class order."})
+    check_images: str | None = field(
+        default=None, metadata={"help": "exists, open or decode (finds truncated files)."}
+    )
+    on_bad: str | None = field(
+        default=None, metadata={"help": "raise (default) or skip bad rows, reporting them."}
+    )
+    pixel_cache: bool = field(
+        default=True, metadata={"help": "Decode images once into the pixel cache."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Pixel cache folder (default under $HF_HOME)."}
+    )
+    cache_size: int = field(default=320, metadata={"help": "Shortest side kept in the cache."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for the cache build."}
+    )
+    crop_min_scale: float | None = field(
+        default=None,
+        metadata={"help": "RandomResizedCrop min scale (0.5 pre-training, 0.08 fine-tuning)."},
+    )
+    auto_augment: str | None = field(
+        default="rand-m6-mstd0.5-inc1", metadata={"help": "timm RandAugment string; '' to disable."}
+    )
+    mixup: float = field(default=0.0, metadata={"help": "Mixup alpha (off in the paper's recipe)."})
+    cutmix: float = field(
+        default=0.0, metadata={"help": "CutMix alpha (off in the paper's recipe)."}
+    )
+    reprob: float = field(
+        default=0.0, metadata={"help": "Random erasing probability (off in the paper's recipe)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the training set (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Truncate validation / test sets."}
+    )
+    demo_size: int = field(default=480, metadata={"help": "Training images of the DEMO data."})
+
+    def __post_init__(self) -> None:
+        if self.dataset and (not self.data_dir or len(self.data_dir) != len(self.dataset)):
+            raise ValueError(
+                f"Give one --data_dir per --dataset: got datasets {self.dataset} and data_dir {self.data_dir}."
+            )
+        if self.crop_min_scale is not None and not 0 < self.crop_min_scale <= 1:
+            raise ValueError(f"--crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
+        for name in ("mixup", "cutmix", "reprob"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+
+    def source_options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in SOURCE_OPTIONS if getattr(self, k) is not None}
+
+
+@dataclass
+class CXRTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the MAE recipe's schedule fields."""
+
+    blr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Base LR: absolute LR = blr * effective batch / 256 (overrides --learning_rate)."
+        },
+    )
+    min_lr: float = field(default=0.0, metadata={"help": "LR at the end of the half-cycle cosine."})
+    warmup_epochs: float = field(
+        default=0.0, metadata={"help": "Linear warmup length in epochs (or use --warmup_steps)."}
+    )
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Layer-wise LR decay (fine-tuning; paper: 0.55)."}
+    )
+    preview_steps: int = field(
+        default=0,
+        metadata={"help": "Write an MAE reconstruction preview every N steps (0: at each save)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: transforms need the raw columns."}
+    )
+    auto_resume: bool = field(
+        default=True, metadata={"help": "Resume from the newest complete checkpoint in output_dir."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.per_device_train_batch_size <= 0 or self.per_device_eval_batch_size <= 0:
+            raise ValueError(
+                f"Batch sizes must be positive, got train {self.per_device_train_batch_size}, eval {self.per_device_eval_batch_size}."
+            )
+        if self.blr is not None and self.blr <= 0:
+            raise ValueError(f"--blr must be positive, got {self.blr}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}.")
+        if self.min_lr < 0 or self.warmup_epochs < 0:
+            raise ValueError(
+                f"--min_lr and --warmup_epochs must be >= 0, got {self.min_lr}, {self.warmup_epochs}."
+            )
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"--layer_decay must be in (0, 1], got {self.layer_decay}.")
+        super().__post_init__()
+        if self.blr is not None:
+            self.learning_rate = self.blr * self.effective_batch_size / 256
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
+
+
+@dataclass
+class PretrainArguments(CXRTrainingArguments):
+    """The paper's MAE pre-training recipe (ViT-S on NIH + CheXpert, 8 GPUs x 256)."""
+
+    output_dir: str | None = field(
+        default="out/pretrain", metadata={"help": "Where checkpoints and the model go."}
+    )
+    num_train_epochs: float = field(default=800, metadata={"help": "Epochs (paper: 800)."})
+    warmup_epochs: float = field(default=40, metadata={"help": "Warmup epochs (paper: 40)."})
+    blr: float | None = field(default=1.5e-4, metadata={"help": "Base LR (paper: 1.5e-4)."})
+    weight_decay: float = field(
+        default=0.05, metadata={"help": "AdamW weight decay (paper: 0.05)."}
+    )
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MAE: 0.95)."})
+    per_device_train_batch_size: int = field(
+        default=256, metadata={"help": "Per-device batch (paper: 256 x 8)."}
+    )
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint."})
+    save_total_limit: int | None = field(default=3, metadata={"help": "Checkpoints kept."})
+    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["pixel_values"],
+        metadata={"help": "Kept so an eval loss is computed."},
+    )
+
+
+@dataclass
+class FinetuneArguments(CXRTrainingArguments):
+    """The paper's fine-tuning recipe (NIH ChestX-ray14, 8 GPUs x 128)."""
+
+    output_dir: str | None = field(
+        default="out/finetune", metadata={"help": "Where checkpoints and the model go."}
+    )
+    num_train_epochs: float = field(default=75, metadata={"help": "Epochs (paper: 75)."})
+    warmup_epochs: float = field(default=5, metadata={"help": "Warmup epochs (paper: 5)."})
+    blr: float | None = field(default=2.5e-4, metadata={"help": "Base LR (paper: 2.5e-4)."})
+    min_lr: float = field(default=1e-5, metadata={"help": "Final LR (paper: 1e-5)."})
+    layer_decay: float | None = field(
+        default=0.55, metadata={"help": "Layer-wise LR decay (paper: 0.55)."}
+    )
+    weight_decay: float = field(
+        default=0.05, metadata={"help": "AdamW weight decay (paper: 0.05)."}
+    )
+    per_device_train_batch_size: int = field(
+        default=128, metadata={"help": "Per-device batch (paper: 128 x 8)."}
+    )
+    eval_strategy: str = field(
+        default="epoch", metadata={"help": "Evaluate on validation every epoch."}
+    )
+    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch."})
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Checkpoints kept (the best is always kept)."}
+    )
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "Keep the best epoch on VALIDATION."}
+    )
+    metric_for_best_model: str | None = field(
+        default="mauc", metadata={"help": "Validation metric that picks the best."}
+    )
+    greater_is_better: bool | None = field(
+        default=True, metadata={"help": "Higher mAUC is better."}
+    )
+    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
+
+
+@dataclass
+class LinprobeArguments(FinetuneArguments):
+    """MAE's linear probe: frozen encoder, BatchNorm + Linear head, LARS (90 epochs, blr 0.1, no wd)."""
+
+    output_dir: str | None = field(
+        default="out/linprobe", metadata={"help": "Where checkpoints and the model go."}
+    )
+    num_train_epochs: float = field(default=90, metadata={"help": "Epochs (MAE: 90)."})
+    warmup_epochs: float = field(default=10, metadata={"help": "Warmup epochs (MAE: 10)."})
+    blr: float | None = field(default=0.1, metadata={"help": "Base LR for LARS (MAE: 0.1)."})
+    min_lr: float = field(default=0.0, metadata={"help": "Final LR."})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "No weight decay (MAE linear probe)."}
+    )
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Unused: only the head trains."}
+    )
+
+
+@dataclass
+class EvaluateArguments(CXRTrainingArguments):
+    """Evaluation of a classifier checkpoint on one split."""
+
+    output_dir: str | None = field(
+        default="out/evaluate", metadata={"help": "Where metrics.json goes."}
+    )
+    split: str = field(default="test", metadata={"help": "The split to evaluate."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size."})
+
+
+def _load_config_file(path: str) -> dict[str, Any]:
+    text = Path(path).read_text()
+    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path} must hold a mapping of argument names to values, got {type(data).__name__}."
+        )
+    return data
+
+
+def parse_recipe_args(
+    dataclass_types: tuple[type, ...], argv: list[str] | None, default_config: Path | None = None
+) -> tuple:
+    """Parse ``[config.yaml|json] [--flag value ...]`` into the dataclasses.
+
+    Unknown keys and flags are refused with the valid names (close matches first). With no config
+    file and no ``--dataset``, ``default_config`` (the DEMO recipe) is used.
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(dataclass_types)
+    valid = sorted({a.dest for a in parser._actions if a.dest != "help"})
+    config: dict[str, Any] = {}
+    source = None
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        source, argv = argv[0], argv[1:]
+    elif default_config is not None and not any(a.split("=")[0] == "--dataset" for a in argv):
+        source = str(default_config)
+    if source is not None:
+        config = _load_config_file(source)
+        if unknown := sorted(set(config) - set(valid)):
+            hints = {k: difflib.get_close_matches(k, valid, n=3) for k in unknown}
+            raise ValueError(
+                f"Unknown key(s) in {source}: {unknown}. Close matches: {hints}. Valid keys: {valid}"
+            )
+        parser.set_defaults(**config)
+    *outputs, remaining = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    if remaining:
+        flags = [r for r in remaining if r.startswith("-")] or remaining
+        hints = {
+            f: [
+                "--" + m for m in difflib.get_close_matches(f.lstrip("-").split("=")[0], valid, n=3)
+            ]
+            for f in flags
+        }
+        raise ValueError(
+            f"Unknown argument(s) {remaining}. Close matches: {hints}. Run with --help for all flags."
+        )
+    return tuple(outputs)

@@ -1,0 +1,570 @@
+"""What the recipes run: pre-training, fine-tuning, linear probing and evaluation.
+
+Each ``run_*`` is a straight line (transformers-examples style): check arguments and the
+checkpoint before reading any data, load data, build the model, set transforms, train, evaluate,
+save the model, its image processor and its card at the root of ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from datasets import Dataset, DatasetDict, concatenate_datasets
+from transformers import AutoConfig, set_seed
+
+from ..configuration import CXRClassifierConfig, CXRMAEConfig
+from ..data import label_names, load_cxr_dataset, load_pretraining_dataset
+from ..data.cache import build_cache
+from ..data.core import patient_split
+from ..data.loading import SOURCES
+from ..data.transforms import (
+    AugmentationSeeds,
+    CXRCollator,
+    batch_transform,
+    create_transform,
+    with_row_ids,
+)
+from ..modeling import CXRMAEForPreTraining, CXRViTForImageClassification
+from ..processing import build_image_processor
+from .card import write_model_card
+from .demo import make_demo_dataset
+from .metrics import compute_metrics_fn, multilabel_metrics, single_label_metrics
+from .trainer import (
+    CXRTrainer,
+    EpochCallback,
+    ReconstructionPreviewCallback,
+    last_complete_checkpoint,
+)
+
+logger = logging.getLogger("hf_cxr_mae")
+
+
+def setup_logging(training_args) -> None:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    logger.setLevel(level)
+    logging.getLogger("hf_cxr_mae.data").setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def resolve_checkpoint(training_args) -> str | None:
+    """``--resume_from_checkpoint`` if given (must be complete), else the newest complete one."""
+    if training_args.resume_from_checkpoint:
+        path = training_args.resume_from_checkpoint
+        if not (Path(path) / "trainer_state.json").is_file():
+            raise ValueError(
+                f"--resume_from_checkpoint {path} is not a complete checkpoint (no trainer_state.json)."
+            )
+        return path
+    if getattr(training_args, "auto_resume", True):
+        found = last_complete_checkpoint(training_args.output_dir)
+        if found:
+            logger.info("Resuming from %s", found)
+        return found
+    return None
+
+
+def _sources(data_args) -> list[tuple[str, str, dict[str, Any]]]:
+    options = data_args.source_options()
+    out = []
+    for name, data_dir in zip(data_args.dataset, data_args.data_dir, strict=True):
+        if name not in SOURCES:
+            raise ValueError(f"Unknown --dataset {name!r}; choose from {sorted(SOURCES)}.")
+        accepted = set(inspect.signature(SOURCES[name]).parameters)
+        out.append((name, data_dir, {k: v for k, v in options.items() if k in accepted}))
+    return out
+
+
+def _demo_warning() -> None:
+    logger.warning("=" * 72)
+    logger.warning(
+        "DEMO DATA: no --dataset given. Training on built-in SYNTHETIC images (not X-rays)."
+    )
+    logger.warning("Pass --dataset and --data_dir for real data (see recipes/configs/).")
+    logger.warning("=" * 72)
+
+
+def _truncate(ds: Dataset, n: int | None) -> Dataset:
+    return ds.select(range(min(n, len(ds)))) if n else ds
+
+
+def _cache(data, data_args, training_args):
+    if not data_args.pixel_cache:
+        return data
+    with training_args.main_process_first(desc="building the pixel cache"):
+        return build_cache(
+            data,
+            size=data_args.cache_size,
+            cache_dir=data_args.cache_dir,
+            num_proc=data_args.preprocessing_num_workers,
+        )
+
+
+def _collator(config, data_args, num_classes: int | None = None) -> CXRCollator:
+    return CXRCollator(config.num_channels, data_args.mixup, data_args.cutmix, num_classes)
+
+
+def _finish(
+    trainer, training_args, processor, metrics: dict[str, Any], card: dict[str, Any]
+) -> None:
+    trainer.save_model()  # the final (or best) model at the root of output_dir
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        write_model_card(training_args.output_dir, metrics=metrics, **card)
+    trainer.log_metrics("all", metrics)
+    trainer.save_metrics("all", metrics, combined=False)
+
+
+# --------------------------------------------------------------------------------------- pretrain
+
+
+def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
+    """MAE pre-training. Returns the metrics (train loss, eval loss)."""
+    setup_logging(training_args)
+    if model_args.model_name_or_path:
+        source_type = _source_model_type(model_args.model_name_or_path)
+        if source_type != "vit_mae":
+            raise ValueError(
+                f"{model_args.model_name_or_path} is a {source_type!r} checkpoint; pre-training continues a 'vit_mae' one."
+            )
+        model = CXRMAEForPreTraining.from_pretrained(
+            model_args.model_name_or_path, mask_ratio=model_args.mask_ratio
+        )
+        config = model.config
+    else:
+        overrides = {"mask_ratio": model_args.mask_ratio, "norm_pix_loss": model_args.norm_pix_loss}
+        if model_args.image_size:
+            overrides["image_size"] = model_args.image_size
+        config = CXRMAEConfig.from_preset(model_args.preset, **overrides)
+        model = None
+    set_seed(training_args.seed)
+
+    if data_args.dataset:
+        images = load_pretraining_dataset(_sources(data_args))
+        # A small patient-disjoint hold-out for the eval loss and the reconstruction previews.
+        images, held_out = patient_split(
+            images, max(1, min(1000, len(images) // 100)), training_args.seed
+        )
+    else:
+        _demo_warning()
+        demo = make_demo_dataset(num_train=data_args.demo_size, seed=training_args.seed)
+        images = concatenate_datasets([demo["train"], demo["validation"]]).remove_columns("labels")
+        held_out = demo["test"].remove_columns("labels")
+    images = _truncate(images, data_args.max_train_samples)
+    held_out = _truncate(held_out, data_args.max_eval_samples)
+    images, held_out = _cache(
+        DatasetDict(train=images, validation=held_out), data_args, training_args
+    ).values()
+
+    model = model or CXRMAEForPreTraining(config)
+    crop = (data_args.crop_min_scale or 0.5, 1.0)
+    seeds = AugmentationSeeds(training_args.seed)
+    train_ds = with_row_ids(images).with_transform(
+        batch_transform(create_transform(config, "pretrain", crop_scale=crop), seeds=seeds)
+    )
+    eval_transform = create_transform(config, "eval")
+    eval_ds = held_out.with_transform(batch_transform(eval_transform))
+    preview = torch.stack([eval_ds[i]["pixel_values"] for i in range(min(4, len(eval_ds)))]).expand(
+        -1, config.num_channels, -1, -1
+    )
+    processor = build_image_processor(config)
+    trainer = CXRTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=_collator(config, data_args),
+        processing_class=processor,
+        callbacks=[
+            ReconstructionPreviewCallback(
+                preview, training_args.output_dir, training_args.preview_steps
+            ),
+            EpochCallback(seeds),
+        ],
+    )
+    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
+    metrics = {**result.metrics, **trainer.evaluate()}
+    card = {
+        "kind": "pretrain",
+        "config": config,
+        "training_args": training_args,
+        "datasets": data_args.dataset or ["demo"],
+        "split": "held-out",
+    }
+    _finish(trainer, training_args, processor, metrics, card)
+    return metrics
+
+
+# --------------------------------------------------------------------------------------- finetune
+
+
+def _source_model_type(path: str) -> str:
+    try:
+        return AutoConfig.from_pretrained(path).model_type
+    except OSError as err:
+        hint = (
+            " (the demo fine-tuning starts from recipes/pretrain.py's demo output: run it first)"
+            if "demo" in path
+            else ""
+        )
+        raise ValueError(
+            f"Cannot load --model_name_or_path {path!r}: no such folder, and not found on the Hub{hint}. {err}"
+        ) from err
+
+
+def _check_classifier_source(model_args) -> None:
+    """Refuse a checkpoint of another architecture before any data is read."""
+    if not model_args.model_name_or_path:
+        return
+    model_type = _source_model_type(model_args.model_name_or_path)
+    allowed = {"vit": ("vit_mae", "beit"), "densenet121": ("timm_wrapper",)}[
+        model_args.architecture
+    ]
+    if model_type not in allowed:
+        raise ValueError(
+            f"{model_args.model_name_or_path} is a {model_type!r} checkpoint; --architecture "
+            f"{model_args.architecture} starts from {' or '.join(allowed)}."
+        )
+
+
+def load_labelled_data(data_args, seed: int) -> DatasetDict:
+    if not data_args.dataset:
+        _demo_warning()
+        return make_demo_dataset(num_train=data_args.demo_size, seed=seed)
+    if len(data_args.dataset) != 1:
+        raise ValueError(f"Fine-tuning and evaluation take one --dataset, got {data_args.dataset}.")
+    name, data_dir, options = _sources(data_args)[0]
+    return load_cxr_dataset(name, data_dir, **options)
+
+
+def build_classifier(model_args, names: list[str], problem_type: str):
+    """The model to fine-tune: ViT (from an MAE, a classifier or scratch) or timm DenseNet-121."""
+    id2label = dict(enumerate(names))
+    if model_args.architecture == "densenet121":
+        from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+        if model_args.model_name_or_path:
+            return TimmWrapperForImageClassification.from_pretrained(
+                model_args.model_name_or_path, id2label=id2label, problem_type=problem_type
+            )
+        config = TimmWrapperConfig(
+            architecture="densenet121",
+            num_labels=len(names),
+            id2label=id2label,
+            problem_type=problem_type,
+        )
+        return TimmWrapperForImageClassification(config)
+    overrides: dict[str, Any] = {
+        "drop_path_rate": model_args.drop_path_rate,
+        "pooling": model_args.pooling,
+        "problem_type": problem_type,
+    }
+    if model_args.image_size:
+        overrides["image_size"] = model_args.image_size
+    if model_args.model_name_or_path:
+        return CXRViTForImageClassification.from_checkpoint(
+            model_args.model_name_or_path,
+            id2label=names,
+            reinit_head=model_args.reinit_head,
+            **overrides,
+        )
+    return CXRViTForImageClassification(
+        CXRClassifierConfig.from_preset(model_args.preset, id2label=id2label, **overrides)
+    )
+
+
+def data_settings(model) -> SimpleNamespace:
+    """image_size / mean / std / crop_pct / channels of any classifier (ours carry them; CNNs get CXR ones)."""
+    cfg = model.config
+    ours = CXRClassifierConfig()
+    return SimpleNamespace(
+        image_size=getattr(cfg, "image_size", 224),
+        image_mean=getattr(cfg, "image_mean", ours.image_mean),
+        image_std=getattr(cfg, "image_std", ours.image_std),
+        crop_pct=getattr(cfg, "crop_pct", ours.crop_pct),
+        num_channels=getattr(cfg, "num_channels", 3),
+    )
+
+
+def full_metrics(trainer, dataset, names: list[str], problem_type: str) -> dict[str, Any]:
+    """Per-finding metrics (AUROC, AP, counts, undefined) of a split, for metrics.json."""
+    prediction = trainer.predict(dataset, metric_key_prefix="predict")
+    compute = (
+        single_label_metrics
+        if problem_type == "single_label_classification"
+        else multilabel_metrics
+    )
+    out = compute(prediction.predictions, prediction.label_ids, names)
+    out["num_images"] = len(prediction.label_ids)
+    return out
+
+
+def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
+    """Fine-tune a classifier; best epoch chosen on validation, test evaluated once at the end."""
+    setup_logging(training_args)
+    _check_classifier_source(model_args)
+    set_seed(training_args.seed)
+    data = load_labelled_data(data_args, training_args.seed)
+    names = label_names(data["train"])
+    problem_type = (
+        "single_label_classification"
+        if "label" in data["train"].column_names
+        else "multi_label_classification"
+    )
+    model = build_classifier(model_args, names, problem_type)
+    if model.config.num_labels != len(names):
+        raise ValueError(
+            f"The model has {model.config.num_labels} labels but the dataset has {len(names)} ({names})."
+        )
+    data = DatasetDict(
+        {
+            k: _truncate(
+                v, data_args.max_train_samples if k == "train" else data_args.max_eval_samples
+            )
+            for k, v in data.items()
+        }
+    )
+    data = _cache(data, data_args, training_args)
+    settings = data_settings(model)
+    crop = (data_args.crop_min_scale or 0.08, 1.0)
+    train_tf = create_transform(
+        settings,
+        "train",
+        crop_scale=crop,
+        auto_augment=data_args.auto_augment or None,
+        re_prob=data_args.reprob,
+    )
+    eval_tf = create_transform(settings, "eval")
+    label_order = names if problem_type == "multi_label_classification" else None
+    seeds = AugmentationSeeds(training_args.seed)
+    train_ds = with_row_ids(data["train"]).with_transform(
+        batch_transform(train_tf, label_order, seeds)
+    )
+    splits = {
+        k: v.with_transform(batch_transform(eval_tf, label_order))
+        for k, v in data.items()
+        if k != "train"
+    }
+    processor = build_image_processor(settings)
+    trainer = CXRTrainer(
+        callbacks=[EpochCallback(seeds)],
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=splits.get("validation"),
+        data_collator=_collator(settings, data_args, len(names)),
+        processing_class=processor,
+        compute_metrics=compute_metrics_fn(names, problem_type),
+    )
+    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
+    metrics: dict[str, Any] = dict(result.metrics)
+    if "validation" in splits:
+        metrics.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
+    report: dict[str, Any] = {}
+    if "test" in splits:  # once, at the end, with the model chosen on validation
+        metrics.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
+        report = full_metrics(trainer, splits["test"], names, problem_type)
+        report["split"] = "test"
+    card = {
+        "kind": "classifier",
+        "config": model.config,
+        "training_args": training_args,
+        "datasets": data_args.dataset or ["demo"],
+        "split": "test",
+        "report": report,
+        "base_model": model_args.model_name_or_path,
+        "uncertainty": data_args.uncertainty,
+    }
+    _finish(trainer, training_args, processor, metrics, card)
+    if report and trainer.is_world_process_zero():
+        Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
+    return metrics
+
+
+# --------------------------------------------------------------------------------------- linprobe
+
+
+class LinearProbe(torch.nn.Module):
+    """Frozen encoder (eval mode) -> pooled feature -> BatchNorm (no affine) -> Linear (MAE's probe)."""
+
+    def __init__(self, classifier: CXRViTForImageClassification) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.config = classifier.config
+        self.norm = torch.nn.BatchNorm1d(classifier.config.hidden_size, affine=False, eps=1e-6)
+        for p in classifier.beit.parameters():
+            p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.classifier.beit.eval()  # frozen features: no dropout / drop path
+        return self
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        with torch.no_grad():
+            features = self.classifier.beit(pixel_values).pooler_output
+        return ImageClassifierOutput(logits=self.classifier.classifier(self.norm(features)))
+
+    def folded(self) -> CXRViTForImageClassification:
+        """The classifier with the BatchNorm folded into its Linear: a plain native checkpoint."""
+        head = self.classifier.classifier
+        scale = 1.0 / torch.sqrt(self.norm.running_var + self.norm.eps)
+        with torch.no_grad():
+            bias = head.bias - head.weight @ (self.norm.running_mean * scale)
+            head.weight.mul_(scale)
+            head.bias.copy_(bias)
+        return self.classifier
+
+
+def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
+    """Linear probe of a frozen MAE encoder (cls token after the final norm, BatchNorm, Linear, LARS)."""
+    from .optim import LARS
+
+    setup_logging(training_args)
+    if not model_args.model_name_or_path:
+        raise ValueError("A linear probe needs --model_name_or_path (a pre-trained MAE).")
+    _check_classifier_source(model_args)
+    set_seed(training_args.seed)
+    data = load_labelled_data(data_args, training_args.seed)
+    names = label_names(data["train"])
+    problem_type = (
+        "single_label_classification"
+        if "label" in data["train"].column_names
+        else "multi_label_classification"
+    )
+    classifier = CXRViTForImageClassification.from_checkpoint(
+        model_args.model_name_or_path,
+        id2label=names,
+        pooling="cls",
+        drop_path_rate=0.0,
+        problem_type=problem_type,
+        reinit_head=True,
+    )
+    probe = LinearProbe(classifier)
+    data = _cache(data, data_args, training_args)
+    settings = data_settings(classifier)
+    label_order = names if problem_type == "multi_label_classification" else None
+    # MAE's linear probe: RandomResizedCrop + flip only.
+    train_tf = create_transform(
+        settings, "train", crop_scale=(data_args.crop_min_scale or 0.08, 1.0), auto_augment=None
+    )
+    eval_tf = create_transform(settings, "eval")
+    seeds = AugmentationSeeds(training_args.seed)
+    train_ds = with_row_ids(data["train"]).with_transform(
+        batch_transform(train_tf, label_order, seeds)
+    )
+    splits = {
+        k: v.with_transform(batch_transform(eval_tf, label_order))
+        for k, v in data.items()
+        if k != "train"
+    }
+    head = [p for p in probe.parameters() if p.requires_grad]
+    optimizer = LARS(head, lr=training_args.learning_rate, weight_decay=training_args.weight_decay)
+    processor = build_image_processor(settings)
+    trainer = CXRTrainer(
+        model=probe,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=splits.get("validation"),
+        data_collator=_collator(settings, data_args, len(names)),
+        compute_metrics=compute_metrics_fn(names, problem_type),
+        optimizers=(optimizer, None),
+        callbacks=[EpochCallback(seeds)],
+    )
+    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
+    metrics: dict[str, Any] = dict(result.metrics)
+    report: dict[str, Any] = {}
+    if "test" in splits:
+        metrics.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
+        report = {**full_metrics(trainer, splits["test"], names, problem_type), "split": "test"}
+    if trainer.is_world_process_zero():
+        model = probe.folded()
+        model.save_pretrained(training_args.output_dir)
+        processor.save_pretrained(training_args.output_dir)
+        card = {
+            "kind": "classifier",
+            "config": model.config,
+            "training_args": training_args,
+            "datasets": data_args.dataset or ["demo"],
+            "split": "test",
+            "report": report,
+            "base_model": model_args.model_name_or_path,
+        }
+        write_model_card(training_args.output_dir, metrics=metrics, **card)
+        if report:
+            Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
+    trainer.log_metrics("all", metrics)
+    return metrics
+
+
+# --------------------------------------------------------------------------------------- evaluate
+
+
+def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
+    """Evaluate a classifier checkpoint on one split; writes ``output_dir/metrics.json``."""
+    from transformers import AutoModelForImageClassification
+
+    setup_logging(training_args)
+    if not model_args.model_name_or_path:
+        raise ValueError("evaluate needs --model_name_or_path (a classifier folder or Hub id).")
+    model = AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path)
+    data = load_labelled_data(data_args, training_args.seed)
+    split = training_args.split
+    if split not in data:
+        raise ValueError(f"Split {split!r} not in the dataset; it has {list(data)}.")
+    names = label_names(data[split])
+    model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if model_names != names:
+        raise ValueError(f"The model's labels {model_names} differ from the dataset's {names}.")
+    problem_type = (
+        "single_label_classification"
+        if "label" in data[split].column_names
+        else "multi_label_classification"
+    )
+    dataset = _cache(
+        DatasetDict({split: _truncate(data[split], data_args.max_eval_samples)}),
+        data_args,
+        training_args,
+    )[split]
+    settings = data_settings(model)
+    dataset = dataset.with_transform(
+        batch_transform(
+            create_transform(settings, "eval"), names if problem_type.startswith("multi") else None
+        )
+    )
+    trainer = CXRTrainer(
+        model=model, args=training_args, data_collator=_collator(settings, data_args)
+    )
+    report = {
+        **full_metrics(trainer, dataset, names, problem_type),
+        "split": split,
+        "model": str(model_args.model_name_or_path),
+    }
+    if trainer.is_world_process_zero():
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
+        logger.info(
+            "mAUC %s on %s (%d images) -> %s/metrics.json",
+            report.get("mauc"),
+            split,
+            report["num_images"],
+            training_args.output_dir,
+        )
+    return report

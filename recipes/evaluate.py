@@ -1,0 +1,29 @@
+"""Evaluating a classifier on one split.
+
+    accelerate launch recipes/evaluate.py [CONFIG.yaml] [--flag value ...]
+    python recipes/evaluate.py [CONFIG.yaml] [--flag value ...]
+
+With no config file and no --dataset it runs on the built-in DEMO data (recipes/configs/demo_evaluate.yaml).
+"""
+
+import sys
+from pathlib import Path
+
+# This folder holds evaluate.py, which would shadow the `evaluate` library for the whole run.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from hf_cxr_mae.training import DataArguments, EvaluateArguments, ModelArguments, parse_recipe_args  # noqa: E402
+from hf_cxr_mae.training.runs import run_evaluate  # noqa: E402
+
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo_evaluate.yaml"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_recipe_args(
+        (ModelArguments, DataArguments, EvaluateArguments), argv, DEMO_CONFIG
+    )
+    return run_evaluate(model_args, data_args, training_args)
+
+
+if __name__ == "__main__":
+    main()

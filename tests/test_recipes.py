@@ -1,0 +1,321 @@
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from recipe_utils import TINY_TRAIN, recipe
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForImageClassification, ViTMAEModel
+
+from hf_cxr_mae.training import lr_at_step
+from hf_cxr_mae.training.demo import DEMO_LABELS
+
+DEMO = ["--demo_size", "48", "--max_eval_samples", "32", "--pixel_cache", "false"]
+
+
+@pytest.fixture(scope="module")
+def demo_mae(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "mae"
+    recipe("pretrain").main(
+        [
+            *TINY_TRAIN,
+            *DEMO,
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "2",
+            "--eval_strategy",
+            "no",
+        ]
+    )
+    return out
+
+
+def test_pretrain_demo_writes_a_native_checkpoint(demo_mae):
+    assert type(AutoModel.from_pretrained(demo_mae)) is ViTMAEModel
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+        assert (demo_mae / name).is_file(), name
+    assert sorted(p.name for p in (demo_mae / "previews").iterdir())  # reconstruction grids written
+    history = json.loads((demo_mae / "checkpoint-4" / "trainer_state.json").read_text())[
+        "log_history"
+    ]
+    assert any(
+        "images_per_second" in h and h.get("mask_ratio") == 0.75 for h in history
+    )  # demo config
+
+
+def test_finetune_evaluate_linprobe_on_demo(demo_mae, tmp_path):
+    ft = tmp_path / "ft"
+    metrics = recipe("finetune").main(
+        [*TINY_TRAIN, *DEMO, "--model_name_or_path", str(demo_mae), "--output_dir", str(ft), "--max_steps", "4",
+         "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2"]
+    )  # fmt: skip
+    assert "test_mauc" in metrics and "eval_mauc" in metrics
+    report = json.loads((ft / "metrics.json").read_text())
+    assert report["split"] == "test" and set(report["auroc"]) == set(DEMO_LABELS)
+    native = AutoModelForImageClassification.from_pretrained(ft)
+    assert native.config.architectures == ["BeitForImageClassification"]
+    card = (ft / "README.md").read_text()
+    assert "not a medical device" in card and "mAUC" in card
+    ev = tmp_path / "ev"
+    recipe("evaluate").main(
+        ["--model_name_or_path", str(ft), *DEMO, "--output_dir", str(ev), "--split", "test"]
+    )
+    evaluated = json.loads((ev / "metrics.json").read_text())
+    assert evaluated["auroc"].keys() == report["auroc"].keys() and evaluated["num_images"] == 32
+    assert evaluated["mauc"] == pytest.approx(report["mauc"], abs=1e-6)  # same model, same split
+    lp = tmp_path / "lp"
+    recipe("linprobe").main(
+        [
+            *TINY_TRAIN,
+            *DEMO,
+            "--model_name_or_path",
+            str(demo_mae),
+            "--output_dir",
+            str(lp),
+            "--max_steps",
+            "3",
+            "--eval_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+        ]
+    )
+    probe = AutoModelForImageClassification.from_pretrained(
+        lp
+    )  # BatchNorm folded: plain native head
+    assert probe.config.use_mean_pooling is False and "mauc" in json.loads(
+        (lp / "metrics.json").read_text()
+    )
+
+
+def test_recipes_on_real_nih_images(nih_dir, tmp_path):
+    data = [
+        "--dataset",
+        "nih14",
+        "--data_dir",
+        str(nih_dir),
+        "--image_dir",
+        "images",
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--cache_size",
+        "80",
+        "--max_eval_samples",
+        "40",
+    ]
+    mae = tmp_path / "mae"
+    recipe("pretrain").main(
+        [
+            *TINY_TRAIN,
+            *data,
+            "--output_dir",
+            str(mae),
+            "--max_steps",
+            "3",
+            "--max_train_samples",
+            "48",
+            "--save_strategy",
+            "no",
+            "--eval_strategy",
+            "no",
+        ]
+    )
+    ft = tmp_path / "ft"
+    metrics = recipe("finetune").main(
+        [*TINY_TRAIN, *data, "--model_name_or_path", str(mae), "--output_dir", str(ft), "--max_steps", "3",
+         "--max_train_samples", "48", "--eval_strategy", "steps", "--eval_steps", "3", "--save_strategy", "steps", "--save_steps", "3"]
+    )  # fmt: skip
+    report = json.loads((ft / "metrics.json").read_text())
+    assert len(report["auroc"]) == 14 and report["num_images"] == 40
+    assert "test_mauc" in metrics
+    assert (tmp_path / "cache").is_dir()  # the pixel cache was used, not written beside the data
+
+
+def test_resume_matches_an_uninterrupted_run(demo_mae, tmp_path):
+    args = [
+        *TINY_TRAIN,
+        *DEMO,
+        "--model_name_or_path",
+        str(demo_mae),
+        "--max_steps",
+        "6",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "3",
+        "--eval_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--seed",
+        "3",
+    ]
+    full = tmp_path / "full"
+    recipe("finetune").main([*args, "--output_dir", str(full)])
+    expected = load_file(full / "model.safetensors")
+    # A crash after step 3: the step-6 checkpoint and the final model never got written, and a
+    # later checkpoint was cut off mid-save (no trainer_state.json). Rerunning resumes from step 3.
+    shutil.rmtree(full / "checkpoint-6")
+    for name in ("model.safetensors", "config.json"):
+        (full / name).unlink()
+    broken = full / "checkpoint-5"
+    broken.mkdir()
+    shutil.copy(full / "checkpoint-3" / "config.json", broken / "config.json")
+    recipe("finetune").main([*args, "--output_dir", str(full)])
+    resumed = load_file(full / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        # Seeded per-sample augmentation makes the resumed run draw exactly the same: equal to 1e-6.
+        torch.testing.assert_close(resumed[key], expected[key], atol=1e-6, rtol=0, msg=key)
+
+
+def test_lr_follows_the_formula_and_groups_keep_layer_decay(demo_mae, tmp_path):
+    from hf_cxr_mae.training import runs
+
+    seen = {}
+
+    class Spy(runs.CXRTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            step = self.state.global_step
+            seen[step] = [(g["layer_id"], g["lr"]) for g in self.optimizer.param_groups]
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    original = runs.CXRTrainer
+    runs.CXRTrainer = Spy
+    try:
+        recipe("finetune").main(
+            [*TINY_TRAIN, *DEMO, "--model_name_or_path", str(demo_mae), "--output_dir", str(tmp_path), "--max_steps", "10",
+             "--warmup_steps", "4", "--blr", "1e-3", "--min_lr", "1e-5", "--layer_decay", "0.5", "--eval_strategy", "no",
+             "--save_strategy", "no", "--load_best_model_at_end", "false"]
+        )  # fmt: skip
+    finally:
+        runs.CXRTrainer = original
+    base = 1e-3 * 8 / 256  # blr * effective batch / 256
+    depth = 2
+    for step in (0, 1, 3, 4, 7, 9):
+        expected = lr_at_step(step, base, 4, 10, 1e-5)
+        manual = (
+            base * step / 4
+            if step < 4
+            else 1e-5 + (base - 1e-5) * 0.5 * (1 + math.cos(math.pi * (step - 4) / 6))
+        )
+        assert expected == pytest.approx(manual)
+        for layer, lr in seen[step]:
+            assert lr == pytest.approx(manual * 0.5 ** (depth + 1 - layer), rel=1e-6), (step, layer)
+    assert {layer for layer, _ in seen[0]} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--mask_ratio", "1.5"], r"--mask_ratio must be in \(0, 1\)"),
+        (["--learning_rate", "-1", "--blr", "1e-3"], "--learning_rate must be positive"),
+        (["--per_device_train_batch_size", "0"], "Batch sizes must be positive"),
+        (["--mask_ratoi", "0.5"], r"Unknown argument\(s\).*--mask_ratio"),
+        (["--dataset", "nih14"], "one --data_dir per --dataset"),
+    ],
+)
+def test_bad_arguments_fail_before_any_data(argv, words, tmp_path):
+    with pytest.raises(ValueError, match=words):
+        recipe("pretrain").main([*argv, "--output_dir", str(tmp_path)])
+
+
+def test_unknown_yaml_key_lists_valid_keys(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("preset: vit-test-patch8-dec32d1b\nmask_raito: 0.9\n")
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown key\(s\) in .*c.yaml: \['mask_raito'\].*'mask_ratio'.*Valid keys",
+    ):
+        recipe("pretrain").main([str(config)])
+
+
+def test_wrong_checkpoint_type_and_label_count(demo_mae, tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValueError, match="'vit' checkpoint"):
+        recipe("finetune").main(
+            ["--model_name_or_path", str(tmp_path / "vit"), "--output_dir", str(tmp_path / "o")]
+        )
+    ft = tmp_path / "ft"
+    recipe("finetune").main(
+        [
+            *TINY_TRAIN,
+            *DEMO,
+            "--model_name_or_path",
+            str(demo_mae),
+            "--output_dir",
+            str(ft),
+            "--max_steps",
+            "1",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+        ]
+    )
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    from PIL import Image
+
+    for i in range(6):
+        Image.new("L", (32, 32), i * 30).save(csv_dir / f"{i}.png")
+    (csv_dir / "labels.csv").write_text(
+        "path,A,B\n" + "".join(f"{i}.png,{i % 2},0\n" for i in range(6))
+    )
+    with pytest.raises(ValueError, match=r"4-label head .*2 labels.*reinit_head"):
+        recipe("finetune").main(
+            [
+                *TINY_TRAIN,
+                "--dataset",
+                "csv",
+                "--data_dir",
+                str(csv_dir),
+                "--validation_size",
+                "2",
+                "--model_name_or_path",
+                str(ft),
+                "--output_dir",
+                str(tmp_path / "o2"),
+                "--pixel_cache",
+                "false",
+            ]
+        )
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "true",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(Path(__file__).with_name("ddp_script.py")), str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    seen = [set(r["train_ids"]) for r in ranks]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]  # each rank its own samples
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # parameters identical after DDP steps
+    # Every evaluation (step 3, final validation, test, test predictions) sees each of the 21
+    # images exactly once: 21 is odd, so padding duplicates would show up as 22.
+    assert ranks[0]["eval_counts"] == ranks[1]["eval_counts"] == [21] * 4
+    assert ranks[0]["num_validation"] == 21
+    assert (tmp_path / "out" / "model.safetensors").is_file()
