@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_utils import TINY_TRAIN, recipe
+from recipe_utils import RECIPES, TINY_TRAIN, recipe
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForImageClassification, ViTMAEModel
 
@@ -319,3 +319,87 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert ranks[0]["eval_counts"] == ranks[1]["eval_counts"] == [21] * 4
     assert ranks[0]["num_validation"] == 21
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (RECIPES / "configs").glob("*.yaml")))
+def test_every_config_parses_with_its_recipe(name):
+    from hf_cxr_mae.training import (
+        DataArguments,
+        EvaluateArguments,
+        FinetuneArguments,
+        LinprobeArguments,
+        ModelArguments,
+        PretrainArguments,
+        parse_recipe_args,
+    )
+
+    kind = name.removeprefix("demo_").split("_")[0].removesuffix(".yaml")
+    args_cls = {
+        "pretrain": PretrainArguments,
+        "finetune": FinetuneArguments,
+        "linprobe": LinprobeArguments,
+        "evaluate": EvaluateArguments,
+    }[kind]
+    model, data, train = parse_recipe_args(
+        (ModelArguments, DataArguments, args_cls), [str(RECIPES / "configs" / name)]
+    )
+    if name == "pretrain_vit_small.yaml":  # the paper's numbers, not typed twice by mistake
+        assert (model.preset, model.mask_ratio, data.crop_min_scale) == (
+            "vit-small-patch16-dec512d2b",
+            0.9,
+            0.5,
+        )
+        assert (
+            train.num_train_epochs,
+            train.warmup_epochs,
+            train.blr,
+            train.weight_decay,
+            train.adam_beta2,
+        ) == (800, 40, 1.5e-4, 0.05, 0.95)
+        assert train.learning_rate == pytest.approx(1.5e-4 * 256 / 256)  # one process here
+        assert data.dataset == ["nih14", "chexpert"]
+    if name == "finetune_nih14_vit_small.yaml":
+        assert (
+            train.num_train_epochs,
+            train.warmup_epochs,
+            train.blr,
+            train.layer_decay,
+            train.min_lr,
+        ) == (75, 5, 2.5e-4, 0.55, 1e-5)
+        assert (model.drop_path_rate, data.auto_augment, data.mixup, data.cutmix, data.reprob) == (
+            0.2,
+            "rand-m6-mstd0.5-inc1",
+            0,
+            0,
+            0,
+        )
+        assert train.metric_for_best_model == "mauc" and train.load_best_model_at_end
+    if name == "pretrain_vit_base.yaml":
+        assert model.preset == "vit-base-patch16-dec512d8b" and "mimic_cxr" in data.dataset
+
+
+def test_paper_defaults_without_a_config():
+    from hf_cxr_mae.training import (
+        DataArguments,
+        FinetuneArguments,
+        ModelArguments,
+        parse_recipe_args,
+    )
+
+    model, data, train = parse_recipe_args(
+        (ModelArguments, DataArguments, FinetuneArguments),
+        ["--dataset", "nih14", "--data_dir", "/x"],
+    )
+    assert (
+        train.blr,
+        train.layer_decay,
+        train.weight_decay,
+        train.min_lr,
+        train.warmup_epochs,
+        train.num_train_epochs,
+    ) == (2.5e-4, 0.55, 0.05, 1e-5, 5, 75)
+    assert (model.drop_path_rate, data.auto_augment, train.max_grad_norm) == (
+        0.2,
+        "rand-m6-mstd0.5-inc1",
+        0.0,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,17 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..configuration import preset_kwargs
+
+logger = logging.getLogger(__name__)
+
+
+def _cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @dataclass
@@ -193,6 +205,10 @@ class CXRTrainingArguments(TrainingArguments):
     auto_resume: bool = field(
         default=True, metadata={"help": "Resume from the newest complete checkpoint in output_dir."}
     )
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={"help": "Gradient clipping norm; 0 = off (the paper's recipe does not clip)."},
+    )
 
     def __post_init__(self) -> None:
         if self.per_device_train_batch_size <= 0 or self.per_device_eval_batch_size <= 0:
@@ -209,9 +225,30 @@ class CXRTrainingArguments(TrainingArguments):
             )
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ValueError(f"--layer_decay must be in (0, 1], got {self.layer_decay}.")
+        self._resolve_bf16()
         super().__post_init__()
         if self.blr is not None:
             self.learning_rate = self.blr * self.effective_batch_size / 256
+
+    def _resolve_bf16(self) -> None:
+        """``--bf16`` on a machine without an accelerator: CPU autocast where the CPU has bf16
+        (AVX-512 BF16 / AMX), else fp32 with a warning, instead of transformers' hard error."""
+        import torch
+
+        if (
+            not self.bf16
+            or self.use_cpu
+            or torch.cuda.is_available()
+            or torch.backends.mps.is_available()
+        ):
+            return
+        if _cpu_has_bf16():
+            self.use_cpu = True
+        else:
+            logger.warning(
+                "--bf16 asked for, but there is no GPU and this CPU lacks bf16: training in fp32."
+            )
+            self.bf16 = False
 
     @property
     def effective_batch_size(self) -> int:
