@@ -205,6 +205,12 @@ class CXRTrainingArguments(TrainingArguments):
     auto_resume: bool = field(
         default=True, metadata={"help": "Resume from the newest complete checkpoint in output_dir."}
     )
+    bf16: bool = field(
+        default=True,
+        metadata={
+            "help": "bf16 autocast where the hardware has it (GPU, or a CPU with AVX-512 BF16 / AMX); fp32 elsewhere."
+        },
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={"help": "Gradient clipping norm; 0 = off (the paper's recipe does not clip)."},
@@ -231,8 +237,8 @@ class CXRTrainingArguments(TrainingArguments):
             self.learning_rate = self.blr * self.effective_batch_size / 256
 
     def _resolve_bf16(self) -> None:
-        """``--bf16`` on a machine without an accelerator: CPU autocast where the CPU has bf16
-        (AVX-512 BF16 / AMX), else fp32 with a warning, instead of transformers' hard error."""
+        """bf16 (the default) where the hardware runs it natively: a bf16 GPU, or CPU autocast on a
+        CPU with AVX-512 BF16 / AMX; else fp32 with a warning, instead of transformers' hard error."""
         import torch
 
         if (

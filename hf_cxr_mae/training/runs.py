@@ -22,6 +22,7 @@ import transformers
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from transformers import AutoConfig, set_seed
 
+from ..attention import use_fast_attention
 from ..configuration import CXRClassifierConfig, CXRMAEConfig
 from ..data import label_names, load_cxr_dataset, load_pretraining_dataset
 from ..data.cache import build_cache
@@ -171,7 +172,7 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
         DatasetDict(train=images, validation=held_out), data_args, training_args
     ).values()
 
-    model = model or CXRMAEForPreTraining(config)
+    model = use_fast_attention(model or CXRMAEForPreTraining(config))
     crop = (data_args.crop_min_scale or 0.5, 1.0)
     seeds = AugmentationSeeds(training_args.seed)
     train_ds = with_row_ids(images).with_transform(
@@ -327,6 +328,8 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
         else "multi_label_classification"
     )
     model = build_classifier(model_args, names, problem_type)
+    if model_args.architecture == "vit":
+        use_fast_attention(model)
     if model.config.num_labels != len(names):
         raise ValueError(
             f"The model has {model.config.num_labels} labels but the dataset has {len(names)} ({names})."
@@ -525,6 +528,8 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     if not model_args.model_name_or_path:
         raise ValueError("evaluate needs --model_name_or_path (a classifier folder or Hub id).")
     model = AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path)
+    if model.config.model_type == "beit":
+        use_fast_attention(model)  # the kernels fine-tuning evaluated with: the same numbers
     data = load_labelled_data(data_args, training_args.seed)
     split = training_args.split
     if split not in data:
