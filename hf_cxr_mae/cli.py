@@ -99,6 +99,67 @@ def cache(args: argparse.Namespace) -> None:
     )
 
 
+def predict(args: argparse.Namespace) -> None:
+    """Probabilities per finding for images (PNG, JPEG, DICOM, folders), optional heatmaps."""
+    import json
+
+    from .predict import collect_images, load_classifier, predict_files, write_heatmaps
+
+    model = load_classifier(args.model)
+    paths = collect_images(args.images)
+    if not paths:
+        raise SystemExit("No images found.")
+    results, failures = predict_files(
+        model, paths, batch_size=args.batch_size, fast=not args.no_fast
+    )
+    if args.heatmap:
+        for result in results:
+            result.heatmaps = write_heatmaps(
+                model, result, Path(args.heatmap), top=args.heatmap_top
+            )
+    if args.json:
+        rows = [
+            {
+                "path": r.path,
+                "probabilities": r.probabilities,
+                **({"heatmaps": r.heatmaps} if r.heatmaps else {}),
+            }
+            for r in results
+        ]
+        print(
+            json.dumps(
+                {"predictions": rows, "failures": [{"path": p, "error": e} for p, e in failures]},
+                indent=2,
+            )
+        )
+    else:
+        names = list(results[0].probabilities) if results else []
+        width = max([len(n) for n in names] + [8])
+        for result in results:
+            print(f"\n{result.path}")
+            for name, value in sorted(result.probabilities.items(), key=lambda kv: -kv[1]):
+                print(f"  {name:<{width}}  {value:.3f}")
+            for path in result.heatmaps:
+                print(f"  heatmap: {path}")
+        if args.heatmap:
+            print("\nHeatmaps: Grad-CAM on the output tokens of the last transformer block.")
+    if failures:
+        print(f"\n{len(failures)} image(s) could not be read:", file=sys.stderr)
+        for path, error in failures:
+            print(f"  {path}: {error}", file=sys.stderr)
+        raise SystemExit(1 if not results else 2)
+
+
+def reconstruct(args: argparse.Namespace) -> None:
+    """The MAE's reconstructions of images as one figure."""
+    from .predict import collect_images, reconstruct_figure
+
+    figure = reconstruct_figure(args.model, collect_images(args.images), args.mask_ratio, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(args.out)
+    print(f"wrote {args.out} ({figure.width}x{figure.height})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hf-cxr-mae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,11 +187,57 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="a load_cxr_dataset option",
     )
+    pr = sub.add_parser(
+        "predict", help="probabilities per finding for X-ray files (PNG, JPEG, DICOM, folders)"
+    )
+    pr.add_argument("--model", required=True, help="classifier folder or Hub id")
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument(
+        "--json", action="store_true", help="print JSON: path and finding -> probability per image"
+    )
+    pr.add_argument(
+        "--heatmap",
+        default=None,
+        metavar="OUT_DIR",
+        help="write Grad-CAM overlays for the top findings",
+    )
+    pr.add_argument("--heatmap_top", type=int, default=3)
+    pr.add_argument("--batch_size", type=int, default=16)
+    pr.add_argument(
+        "--no_fast", action="store_true", help="run in fp32 instead of the bf16 fast path"
+    )
+    re_ = sub.add_parser(
+        "reconstruct", help="MAE reconstructions: original | masked | reconstruction | pasted"
+    )
+    re_.add_argument("--model", required=True, help="pre-trained MAE folder or Hub id")
+    re_.add_argument("images", nargs="+")
+    re_.add_argument("--mask-ratio", "--mask_ratio", dest="mask_ratio", type=float, default=0.9)
+    re_.add_argument("--out", type=Path, default=Path("reconstruction.png"))
+    re_.add_argument("--seed", type=int, default=0)
+    sub.add_parser(
+        "evaluate",
+        help="evaluation report of a classifier (same flags as recipes/evaluate.py)",
+        add_help=False,
+    )
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "evaluate":
+        from .training import DataArguments, EvaluateArguments, ModelArguments, parse_recipe_args
+        from .training.runs import run_evaluate
+
+        run_evaluate(
+            *parse_recipe_args((ModelArguments, DataArguments, EvaluateArguments), argv[1:])
+        )
+        return
     args = parser.parse_args(argv)
     if args.command == "quickstart":
         quickstart(args.output_dir, args.preset, args.steps, args.images)
     elif args.command == "cache":
         cache(args)
+    elif args.command == "predict":
+        predict(args)
+    elif args.command == "reconstruct":
+        reconstruct(args)
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ class CXRCollator:
             batch["labels"] = torch.stack([e["labels"] for e in examples])
         if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
             batch = self._mix(batch)
-        batch["pixel_values"] = batch["pixel_values"].expand(-1, self.num_channels, -1, -1)
+        if batch["pixel_values"].ndim == 4:  # (B, 1, H, W); ten-crop batches expand in the model
+            batch["pixel_values"] = batch["pixel_values"].expand(-1, self.num_channels, -1, -1)
         return batch
 
     def _mix(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

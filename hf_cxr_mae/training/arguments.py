@@ -354,6 +354,22 @@ class EvaluateArguments(CXRTrainingArguments):
     )
     split: str = field(default="test", metadata={"help": "The split to evaluate."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size."})
+    tta: str | None = field(
+        default=None,
+        metadata={
+            "help": "Test-time augmentation: 'ten_crop' (as the official evaluation) or none."
+        },
+    )
+    bootstrap_resamples: int = field(
+        default=1000, metadata={"help": "Bootstrap resamples for the 95% confidence intervals."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.tta not in (None, "", "ten_crop"):
+            raise ValueError(f"--tta must be 'ten_crop' or empty, got {self.tta!r}.")
+        if self.bootstrap_resamples < 0:
+            raise ValueError(f"--bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
+        super().__post_init__()
 
 
 def _load_config_file(path: str) -> dict[str, Any]:

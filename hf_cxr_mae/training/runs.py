@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -520,9 +519,46 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------- evaluate
 
 
+class TenCrop(torch.nn.Module):
+    """Averages a classifier's logits over ten crops (the corners, the centre and their mirrors)."""
+
+    def __init__(self, model: torch.nn.Module, num_channels: int) -> None:
+        super().__init__()
+        self.model, self.config, self.num_channels = model, model.config, num_channels
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        b, n = pixel_values.shape[:2]
+        flat = pixel_values.flatten(0, 1).expand(-1, self.num_channels, -1, -1)
+        return ImageClassifierOutput(
+            logits=self.model(pixel_values=flat).logits.view(b, n, -1).mean(1)
+        )
+
+
+def _ten_crop_transform(settings):
+    from torchvision.transforms import v2
+
+    from ..data.transforms import BICUBIC, to_uint8_tensor
+
+    resize = v2.Resize(
+        round(settings.image_size / settings.crop_pct), interpolation=BICUBIC, antialias=True
+    )
+    mean, std = float(settings.image_mean[0]), float(settings.image_std[0])
+
+    def apply(image):
+        crops = v2.functional.ten_crop(resize(to_uint8_tensor(image)), settings.image_size)
+        return (torch.stack(crops).float() / 255 - mean) / std
+
+    return apply
+
+
 def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
-    """Evaluate a classifier checkpoint on one split; writes ``output_dir/metrics.json``."""
+    """Evaluate a classifier on one split: ``output_dir`` gets metrics.json (AUROC / AP per finding,
+    mAUC, bootstrap 95% CIs, counts), roc.png, report.md (and confusion_matrix.png, single-label)."""
     from transformers import AutoModelForImageClassification
+
+    from ..reports import write_report
 
     setup_logging(training_args)
     if not model_args.model_name_or_path:
@@ -549,24 +585,24 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
         training_args,
     )[split]
     settings = data_settings(model)
-    dataset = dataset.with_transform(
-        batch_transform(
-            create_transform(settings, "eval"), names if problem_type.startswith("multi") else None
-        )
-    )
-    trainer = CXRTrainer(
-        model=model, args=training_args, data_collator=_collator(settings, data_args)
-    )
-    report = {
-        **full_metrics(trainer, dataset, names, problem_type),
-        "split": split,
-        "model": str(model_args.model_name_or_path),
-    }
+    order = names if problem_type.startswith("multi") else None
+    if training_args.tta == "ten_crop":
+        dataset = dataset.with_transform(batch_transform(_ten_crop_transform(settings), order))
+        evaluated, collator = TenCrop(model, settings.num_channels), CXRCollator(num_channels=1)
+    else:
+        dataset = dataset.with_transform(batch_transform(create_transform(settings, "eval"), order))
+        evaluated, collator = model, _collator(settings, data_args)
+    trainer = CXRTrainer(model=evaluated, args=training_args, data_collator=collator)
+    prediction = trainer.predict(dataset, metric_key_prefix="predict")
+    report: dict[str, Any] = {}
     if trainer.is_world_process_zero():
-        os.makedirs(training_args.output_dir, exist_ok=True)
-        Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
+        extra = {"model": str(model_args.model_name_or_path), "tta": training_args.tta or None}
+        report = write_report(
+            training_args.output_dir, prediction.predictions, prediction.label_ids, names, split, problem_type,
+            n_resamples=training_args.bootstrap_resamples, seed=training_args.seed, extra=extra,
+        )  # fmt: skip
         logger.info(
-            "mAUC %s on %s (%d images) -> %s/metrics.json",
+            "mAUC %s on %s (%d images) -> %s",
             report.get("mauc"),
             split,
             report["num_images"],
