@@ -15,12 +15,12 @@ import argparse
 import json
 import platform
 import resource
-import subprocess
 import sys
 import time
 from functools import partial
 
 import torch
+from worker import report_result, run_in_subprocess
 
 SIZES = {"vit-s": ("vit-small-patch16", 384, 12, 6), "vit-b": ("vit-base-patch16", 768, 12, 12)}
 
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
-        print("RESULT " + json.dumps(worker(json.loads(args._worker))))
+        report_result(worker(json.loads(args._worker)))
         return
     variants = [
         ("timm", False, "timm ViT global-pool, fp32"),
@@ -105,16 +105,9 @@ def main() -> None:
                 "steps": args.steps,
                 "warmup": args.warmup,
             }
-            out = subprocess.run(
-                [sys.executable, __file__, "--_worker", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-            )
-            line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                print(out.stdout[-2000:], out.stderr[-2000:], file=sys.stderr)
+            result = run_in_subprocess(__file__, spec)
+            if result is None:
                 continue
-            result = json.loads(line[7:])
             base = base or result
             rows.append(
                 (

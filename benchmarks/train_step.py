@@ -17,12 +17,12 @@ import argparse
 import json
 import platform
 import resource
-import subprocess
 import sys
 import time
 from functools import partial
 
 import torch
+from worker import report_result, run_in_subprocess
 
 from hf_cxr_mae.attention import use_fast_attention
 
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
-        print("RESULT " + json.dumps(worker(json.loads(args._worker))))
+        report_result(worker(json.loads(args._worker)))
         return
     variants = [("baseline", False, False, "fp32"), ("ours", True, False, "bf16 autocast")]
     if args.compile:
@@ -153,16 +153,9 @@ def main() -> None:
             for impl, bf16, compiled, label in variants:
                 spec = {"task": task, "model": model, "impl": impl, "bf16": bf16, "compile": compiled, "device": args.device,
                         "batch": args.batch, "steps": args.steps, "warmup": args.warmup}  # fmt: skip
-                out = subprocess.run(
-                    [sys.executable, __file__, "--_worker", json.dumps(spec)],
-                    capture_output=True,
-                    text=True,
-                )
-                line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if line is None:
-                    print(out.stdout[-2000:], out.stderr[-2000:], file=sys.stderr)
+                result = run_in_subprocess(__file__, spec)
+                if result is None:
                     continue
-                result = json.loads(line[7:])
                 base = base or result
                 name = (
                     ("stock transformers ViTMAE" if task == "pretrain" else "timm ViT global-pool")
