@@ -160,6 +160,39 @@ def reconstruct(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({figure.width}x{figure.height})")
 
 
+def convert(args: argparse.Namespace) -> None:
+    """An official / timm checkpoint -> a native folder (model, image processor, card)."""
+    from .convert import convert_checkpoint
+
+    model = convert_checkpoint(
+        args.source,
+        args.output_dir,
+        labels=args.labels,
+        num_heads=args.num_heads,
+        decoder_num_heads=args.decoder_num_heads,
+        problem_type=args.problem_type,
+    )
+    print(
+        f"wrote {type(model).__name__.removeprefix('CXR')} ({model.config.model_type}) to {args.output_dir}"
+    )
+
+
+def push(args: argparse.Namespace) -> None:
+    """Upload a model folder to the Hub (with retries); exit code 1 when it could not."""
+    from .hub import push_folder
+
+    url = push_folder(
+        args.folder,
+        args.repo_id,
+        private=args.private or None,
+        token=args.token,
+        retries=args.retries,
+    )
+    if url is None:
+        raise SystemExit(1)
+    print(url)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hf-cxr-mae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +247,32 @@ def main(argv: list[str] | None = None) -> None:
     re_.add_argument("--mask-ratio", "--mask_ratio", dest="mask_ratio", type=float, default=0.9)
     re_.add_argument("--out", type=Path, default=Path("reconstruction.png"))
     re_.add_argument("--seed", type=int, default=0)
+    co = sub.add_parser(
+        "convert",
+        help="the paper's released .pth (or timm safetensors) -> native transformers folder",
+    )
+    co.add_argument("source", help=".pth / .pt / .safetensors file")
+    co.add_argument("output_dir", type=Path)
+    co.add_argument(
+        "--labels", default=None, help="nih14, chexpert5, chexpert14 or A,B,C (classifiers)"
+    )
+    co.add_argument(
+        "--num_heads", type=int, default=None, help="encoder heads (default: width / 64)"
+    )
+    co.add_argument("--decoder_num_heads", type=int, default=16)
+    co.add_argument(
+        "--problem_type",
+        default="multi_label_classification",
+        choices=["multi_label_classification", "single_label_classification"],
+    )
+    pu = sub.add_parser(
+        "push", help="upload a model folder to the Hub (config, weights, processor, card, metrics)"
+    )
+    pu.add_argument("folder", type=Path)
+    pu.add_argument("repo_id")
+    pu.add_argument("--private", action="store_true")
+    pu.add_argument("--token", default=None, help="default: the logged-in token")
+    pu.add_argument("--retries", type=int, default=4)
     sub.add_parser(
         "evaluate",
         help="evaluation report of a classifier (same flags as recipes/evaluate.py)",
@@ -238,6 +297,10 @@ def main(argv: list[str] | None = None) -> None:
         predict(args)
     elif args.command == "reconstruct":
         reconstruct(args)
+    elif args.command == "convert":
+        convert(args)
+    elif args.command == "push":
+        push(args)
 
 
 if __name__ == "__main__":

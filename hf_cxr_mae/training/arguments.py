@@ -211,6 +211,9 @@ class CXRTrainingArguments(TrainingArguments):
             "help": "bf16 autocast where the hardware has it (GPU, or a CPU with AVX-512 BF16 / AMX); fp32 elsewhere."
         },
     )
+    push_retries: int = field(
+        default=4, metadata={"help": "Hub push attempts after the first, with exponential backoff."}
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={"help": "Gradient clipping norm; 0 = off (the paper's recipe does not clip)."},

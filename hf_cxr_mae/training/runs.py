@@ -36,7 +36,6 @@ from ..data.transforms import (
 )
 from ..modeling import CXRMAEForPreTraining, CXRViTForImageClassification
 from ..processing import build_image_processor
-from .card import write_model_card
 from .demo import make_demo_dataset
 from .metrics import compute_metrics_fn, multilabel_metrics, single_label_metrics
 from .trainer import (
@@ -119,13 +118,59 @@ def _collator(config, data_args, num_classes: int | None = None) -> CXRCollator:
     return CXRCollator(config.num_channels, data_args.mixup, data_args.cutmix, num_classes)
 
 
+def _take_push(training_args) -> bool:
+    """We push ourselves (retries, never raising); the Trainer's own push is switched off."""
+    push = bool(training_args.push_to_hub)
+    training_args.push_to_hub = False
+    return push
+
+
+def publish(
+    output_dir: str, card: dict[str, Any], arg_objects: tuple, push: bool, training_args
+) -> None:
+    """Card, training_args.json and (when asked) the push, from the main process."""
+    from ..hub import non_default_args, push_folder, write_card, write_training_args
+
+    hub_id = training_args.hub_model_id
+    repo_id = (hub_id or Path(output_dir).name) if push else None
+    write_training_args(output_dir, *arg_objects)
+    name = hub_id or Path(output_dir).name
+    write_card(
+        output_dir,
+        model_name=name,
+        hyperparameters=non_default_args(*arg_objects),
+        repo_id=repo_id,
+        **card,
+    )
+    if push:
+        example = make_demo_dataset(num_train=1, num_validation=0, num_test=0, size=256)["train"][
+            0
+        ]["image"]
+        example.save(
+            Path(output_dir) / "example.png"
+        )  # the widget's example: synthetic, not a patient
+        push_folder(
+            output_dir,
+            repo_id,
+            private=training_args.hub_private_repo,
+            token=training_args.hub_token,
+            retries=training_args.push_retries,
+        )
+
+
 def _finish(
-    trainer, training_args, processor, metrics: dict[str, Any], card: dict[str, Any]
+    trainer,
+    training_args,
+    processor,
+    metrics: dict[str, Any],
+    card: dict[str, Any],
+    arg_objects: tuple,
+    push: bool,
 ) -> None:
     trainer.save_model()  # the final (or best) model at the root of output_dir
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
-        write_model_card(training_args.output_dir, metrics=metrics, **card)
+        publish(training_args.output_dir, card, arg_objects, push, training_args)
     trainer.log_metrics("all", metrics)
     trainer.save_metrics("all", metrics, combined=False)
 
@@ -136,6 +181,7 @@ def _finish(
 def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
     """MAE pre-training. Returns the metrics (train loss, eval loss)."""
     setup_logging(training_args)
+    push = _take_push(training_args)
     if model_args.model_name_or_path:
         source_type = _source_model_type(model_args.model_name_or_path)
         if source_type != "vit_mae":
@@ -199,14 +245,16 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
     )
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
     metrics = {**result.metrics, **trainer.evaluate()}
-    card = {
-        "kind": "pretrain",
-        "config": config,
-        "training_args": training_args,
-        "datasets": data_args.dataset or ["demo"],
-        "split": "held-out",
-    }
-    _finish(trainer, training_args, processor, metrics, card)
+    card = {"kind": "pretrain", "config": config, "datasets": data_args.dataset or ["demo"]}
+    _finish(
+        trainer,
+        training_args,
+        processor,
+        metrics,
+        card,
+        (model_args, data_args, training_args),
+        push,
+    )
     return metrics
 
 
@@ -317,6 +365,7 @@ def full_metrics(trainer, dataset, names: list[str], problem_type: str) -> dict[
 def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     """Fine-tune a classifier; best epoch chosen on validation, test evaluated once at the end."""
     setup_logging(training_args)
+    push = _take_push(training_args)
     _check_classifier_source(model_args)
     set_seed(training_args.seed)
     data = load_labelled_data(data_args, training_args.seed)
@@ -385,16 +434,23 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     card = {
         "kind": "classifier",
         "config": model.config,
-        "training_args": training_args,
         "datasets": data_args.dataset or ["demo"],
-        "split": "test",
         "report": report,
-        "base_model": model_args.model_name_or_path,
+        "base_model": model_args.model_name_or_path or None,
         "uncertainty": data_args.uncertainty,
     }
-    _finish(trainer, training_args, processor, metrics, card)
     if report and trainer.is_world_process_zero():
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
         Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
+    _finish(
+        trainer,
+        training_args,
+        processor,
+        metrics,
+        card,
+        (model_args, data_args, training_args),
+        push,
+    )
     return metrics
 
 
@@ -440,6 +496,7 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
     from .optim import LARS
 
     setup_logging(training_args)
+    push = _take_push(training_args)
     if not model_args.model_name_or_path:
         raise ValueError("A linear probe needs --model_name_or_path (a pre-trained MAE).")
     _check_classifier_source(model_args)
@@ -500,18 +557,22 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
         model = probe.folded()
         model.save_pretrained(training_args.output_dir)
         processor.save_pretrained(training_args.output_dir)
+        if report:
+            Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
         card = {
             "kind": "classifier",
             "config": model.config,
-            "training_args": training_args,
             "datasets": data_args.dataset or ["demo"],
-            "split": "test",
             "report": report,
             "base_model": model_args.model_name_or_path,
         }
-        write_model_card(training_args.output_dir, metrics=metrics, **card)
-        if report:
-            Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
+        publish(
+            training_args.output_dir,
+            card,
+            (model_args, data_args, training_args),
+            push,
+            training_args,
+        )
     trainer.log_metrics("all", metrics)
     return metrics
 
