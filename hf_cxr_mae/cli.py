@@ -273,6 +273,13 @@ def main(argv: list[str] | None = None) -> None:
     pu.add_argument("--private", action="store_true")
     pu.add_argument("--token", default=None, help="default: the logged-in token")
     pu.add_argument("--retries", type=int, default=4)
+    de = sub.add_parser("demo", help="the research demo in the browser (Gradio)")
+    de.add_argument("--model", required=True, help="classifier folder or Hub id")
+    de.add_argument(
+        "--mae", default=None, help="pre-trained MAE folder or Hub id, for reconstructions"
+    )
+    de.add_argument("--host", default="127.0.0.1")
+    de.add_argument("--port", type=int, default=7860)
     sub.add_parser(
         "evaluate",
         help="evaluation report of a classifier (same flags as recipes/evaluate.py)",
@@ -301,6 +308,10 @@ def main(argv: list[str] | None = None) -> None:
         convert(args)
     elif args.command == "push":
         push(args)
+    elif args.command == "demo":
+        from .demo_app import launch
+
+        launch(args.model, args.mae, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,190 @@
+"""A Gradio research demo: upload an X-ray, see the findings, a heatmap and an MAE reconstruction.
+
+    hf-cxr-mae demo --model DIR_OR_REPO_ID [--mae DIR_OR_REPO_ID]
+
+``app.py`` at the repository root runs the same app unchanged in a Hugging Face Space (it reads
+``MODEL_ID`` and ``MAE_ID``). Needs ``pip install 'hf-cxr-mae[demo]'``. Every bad input becomes a
+readable message in the page; the app keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .data.images import read_xray
+
+logger = logging.getLogger(__name__)
+
+DISCLAIMER = (
+    "**Research demo. Not a medical device: do not use it for diagnosis, triage or any clinical "
+    "decision.** Images are processed in memory and not stored."
+)
+MAX_PIXELS = (
+    64_000_000  # larger uploads are refused with a message (decoding them would stall the page)
+)
+MAX_BYTES = 200 * 2**20
+
+
+class Analyzer:
+    """Loads the models once; ``analyze`` turns one uploaded file into what the page shows."""
+
+    def __init__(self, model_id: str, mae_id: str | None = None) -> None:
+        from .inference import fast_classifier
+        from .predict import load_classifier
+        from .training.runs import data_settings
+
+        self.model = load_classifier(model_id)
+        self.settings = data_settings(self.model)
+        self.fast = fast_classifier(self.model)
+        self.names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.mae = None
+        if mae_id:
+            from .modeling import CXRMAEForPreTraining
+
+            self.mae = CXRMAEForPreTraining.from_pretrained(mae_id).eval()
+
+    def _read(self, path: str | None) -> Image.Image:
+        if not path:
+            raise ValueError("Upload an image first (PNG, JPEG or DICOM).")
+        file = Path(path)
+        size = file.stat().st_size
+        if size == 0:
+            raise ValueError(f"{file.name} is empty.")
+        if size > MAX_BYTES:
+            raise ValueError(
+                f"{file.name} is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB."
+            )
+        if file.suffix.lower() not in (".dcm", ".dicom"):
+            with Image.open(file) as header:  # header only: refuse huge images before decoding them
+                if header.width * header.height > MAX_PIXELS:
+                    raise ValueError(
+                        f"{file.name} is {header.width}x{header.height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
+                    )
+        return read_xray(file)
+
+    def analyze(self, path: str | None, mask_ratio: float = 0.75) -> tuple[Any, Any, Any, str]:
+        """(probabilities, heatmap, reconstruction, status message) for the page."""
+        from .data.transforms import create_transform
+        from .predict import grad_cam, heatmap_overlay
+
+        try:
+            image = self._read(path)
+        except Exception as err:
+            name = Path(path).name if path else "the upload"
+            message = (
+                str(err)
+                if isinstance(err, ValueError) and "Upload" in str(err)
+                else f"Could not read {name}: {err}"
+            )
+            return None, None, None, f"⚠️ {message}"
+        pixels = create_transform(self.settings, "eval")(image)[None].expand(
+            -1, self.settings.num_channels, -1, -1
+        )
+        logits = self.fast(pixels)[0]
+        probs = (
+            logits.softmax(-1)
+            if self.model.config.problem_type == "single_label_classification"
+            else logits.sigmoid()
+        )
+        scores = {name: float(p) for name, p in zip(self.names, probs, strict=True)}
+        top = max(scores, key=scores.get)
+        heat = heatmap_overlay(
+            image, grad_cam(self.model, pixels, self.names.index(top)), self.settings
+        )
+        recon = None
+        if self.mae is not None:
+            recon = self.reconstruction(image, mask_ratio)
+        status = f"Heatmap: Grad-CAM for **{top}** (last transformer block). Image {image.width}x{image.height}."
+        return scores, heat, recon, status
+
+    def reconstruction(self, image: Image.Image, mask_ratio: float) -> Image.Image:
+        from .data.transforms import create_transform
+        from .visualization import reconstruction_grid
+
+        self.mae.config.mask_ratio = float(mask_ratio)
+        x = create_transform(self.mae.config, "eval")(image)[None].expand(
+            -1, self.mae.config.num_channels, -1, -1
+        )
+        with torch.no_grad():
+            return reconstruction_grid(
+                self.mae, x, scale=max(1, round(256 / self.mae.config.image_size))
+            )
+
+
+def synthetic_examples(folder: Path, count: int = 2) -> list[str]:
+    """Example images for the page: synthetic chest pictures (not patients), written once."""
+    import numpy as np
+
+    from .training.demo import render_chest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    paths = []
+    for i, findings in enumerate([{"Cardiomegaly": True, "Effusion": False, "Nodule": False, "Pneumothorax": False},
+                                  {"Cardiomegaly": False, "Effusion": True, "Nodule": True, "Pneumothorax": False}][:count]):  # fmt: skip
+        path = folder / f"synthetic_example_{i + 1}.png"
+        if not path.exists():
+            render_chest(findings, rng, size=512).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def build_demo(model_id: str, mae_id: str | None = None):
+    """The Gradio Blocks app."""
+    import tempfile
+
+    import gradio as gr
+
+    analyzer = Analyzer(model_id, mae_id)
+    with gr.Blocks(title="hf-cxr-mae chest X-ray demo") as demo:
+        gr.Markdown("# Chest X-ray findings with a masked-autoencoder ViT\n" + DISCLAIMER)
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(
+                    label="X-ray (PNG, JPEG or DICOM)",
+                    file_types=[".png", ".jpg", ".jpeg", ".dcm"],
+                    type="filepath",
+                )
+                ratio = gr.Slider(
+                    0.5,
+                    0.95,
+                    value=0.75,
+                    step=0.05,
+                    label="MAE mask ratio",
+                    visible=analyzer.mae is not None,
+                )
+                run = gr.Button("Analyze", variant="primary")
+                status = gr.Markdown(elem_id="status")
+                gr.Examples(
+                    synthetic_examples(Path(tempfile.gettempdir()) / "hf_cxr_mae_demo"),
+                    inputs=upload,
+                    label="Synthetic examples (not patients)",
+                )
+            with gr.Column(scale=1):
+                findings = gr.Label(
+                    label="Probability per finding",
+                    num_top_classes=len(analyzer.names),
+                    elem_id="findings",
+                )
+                heatmap = gr.Image(label="Heatmap (top finding)", type="pil", elem_id="heatmap")
+        recon = gr.Image(
+            label="MAE reconstruction: original | masked | reconstruction | visible + recon.",
+            type="pil",
+            visible=analyzer.mae is not None,
+            elem_id="reconstruction",
+        )
+        run.click(
+            analyzer.analyze, inputs=[upload, ratio], outputs=[findings, heatmap, recon, status]
+        )
+    return demo
+
+
+def launch(
+    model_id: str, mae_id: str | None = None, host: str = "127.0.0.1", port: int = 7860
+) -> None:
+    build_demo(model_id, mae_id).launch(server_name=host, server_port=port, show_error=True)
