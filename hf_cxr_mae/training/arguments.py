@@ -18,15 +18,6 @@ from ..configuration import preset_kwargs
 logger = logging.getLogger(__name__)
 
 
-def _cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(
@@ -251,7 +242,9 @@ class CXRTrainingArguments(TrainingArguments):
             or torch.backends.mps.is_available()
         ):
             return
-        if _cpu_has_bf16():
+        from ..inference import native_bf16
+
+        if native_bf16("cpu"):
             self.use_cpu = True
         else:
             logger.warning(
