@@ -372,3 +372,24 @@ def test_offline_load_by_repo_id_from_the_hub_cache(trained, tmp_path):
     assert result["enc"] == "ViTMAEModel" and result["clf"] == "BeitForImageClassification"
     assert len(result["scores"]) == 4 and all(0 < s["score"] < 1 for s in result["scores"])
     assert abs(sum(s["score"] for s in result["scores"]) - 1) > 1e-3  # sigmoids, not a softmax
+
+
+def test_hub_strategy_every_save_pushes_each_checkpoint(trained, online, tmp_path):
+    with FakeHub() as hub:
+        online(hub)
+        recipe("finetune").main(
+            [*TINY_TRAIN, "--demo_size", "48", "--max_eval_samples", "16", "--pixel_cache", "false", "--model_name_or_path", str(trained / "mae"),
+             "--output_dir", str(tmp_path / "ft"), "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "1",
+             "--load_best_model_at_end", "false", "--push_to_hub", "--hub_model_id", "org/live", "--hub_strategy", "every_save"]
+        )  # fmt: skip
+    messages = [c["header"]["summary"] for c in hub.commits]
+    assert messages == [
+        "Training in progress, step 1",
+        "Training in progress, step 2",
+        "Upload model from hf-cxr-mae",
+    ]
+    assert (
+        "model.safetensors" in hub.commits[0]["files"]
+        and "optimizer.pt" not in hub.commits[0]["files"]
+    )
+    assert {"README.md", "example.png"} <= set(hub.commits[-1]["files"])

@@ -41,6 +41,7 @@ from .metrics import compute_metrics_fn, multilabel_metrics, single_label_metric
 from .trainer import (
     CXRTrainer,
     EpochCallback,
+    HubPushCallback,
     ReconstructionPreviewCallback,
     last_complete_checkpoint,
 )
@@ -123,6 +124,22 @@ def _take_push(training_args) -> bool:
     push = bool(training_args.push_to_hub)
     training_args.push_to_hub = False
     return push
+
+
+def _push_callbacks(push: bool, training_args) -> list:
+    """A per-save push for ``--hub_strategy`` every_save / checkpoint / all_checkpoints."""
+    strategy = str(getattr(training_args.hub_strategy, "value", training_args.hub_strategy))
+    if not push or strategy == "end":
+        return []
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    return [
+        HubPushCallback(
+            repo_id,
+            training_args.hub_private_repo,
+            training_args.hub_token,
+            training_args.push_retries,
+        )
+    ]
 
 
 def publish(
@@ -241,6 +258,7 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
                 preview, training_args.output_dir, training_args.preview_steps
             ),
             EpochCallback(seeds),
+            *_push_callbacks(push, training_args),
         ],
     )
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
@@ -413,7 +431,7 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     }
     processor = build_image_processor(settings)
     trainer = CXRTrainer(
-        callbacks=[EpochCallback(seeds)],
+        callbacks=[EpochCallback(seeds), *_push_callbacks(push, training_args)],
         model=model,
         args=training_args,
         train_dataset=train_ds,
@@ -545,7 +563,7 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
         data_collator=_collator(settings, data_args, len(names)),
         compute_metrics=compute_metrics_fn(names, problem_type),
         optimizers=(optimizer, None),
-        callbacks=[EpochCallback(seeds)],
+        callbacks=[EpochCallback(seeds), *_push_callbacks(push, training_args)],
     )
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
     metrics: dict[str, Any] = dict(result.metrics)

@@ -136,6 +136,28 @@ class EpochCallback(TrainerCallback):
         self.seeds.epoch = math.floor((state.epoch or 0.0) + 1e-6)
 
 
+class HubPushCallback(TrainerCallback):
+    """``--hub_strategy every_save`` (or checkpoint / all_checkpoints): push each saved
+    checkpoint's model files as a commit, with retries; a failure is logged, training goes on."""
+
+    def __init__(self, repo_id: str, private: bool | None, token: str | None, retries: int) -> None:
+        self.repo_id, self.private, self.token, self.retries = repo_id, private, token, retries
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            from ..hub import push_folder
+
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            push_folder(
+                folder,
+                self.repo_id,
+                self.private,
+                self.token,
+                f"Training in progress, step {state.global_step}",
+                self.retries,
+            )
+
+
 class ReconstructionPreviewCallback(TrainerCallback):
     """Writes original / masked / reconstruction grids of fixed images as PNG (and to TensorBoard
     when it reports there) every ``every`` steps (0: at each checkpoint) and at the end."""
