@@ -225,6 +225,10 @@ class CXRTrainingArguments(TrainingArguments):
             )
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ValueError(f"--layer_decay must be in (0, 1], got {self.layer_decay}.")
+        if self.dataloader_persistent_workers and self.dataloader_num_workers > 0:
+            # Seeded augmentation reads the epoch in each worker, which persistent workers would
+            # never see change: every epoch would repeat the same crops.
+            raise ValueError("--dataloader_persistent_workers is not supported: workers must restart each epoch.")
         self._resolve_bf16()
         super().__post_init__()
         if self.blr is not None:
