@@ -221,7 +221,10 @@ def test_lr_follows_the_formula_and_groups_keep_layer_decay(demo_mae, tmp_path):
         (["--per_device_train_batch_size", "0"], "Batch sizes must be positive"),
         (["--mask_ratoi", "0.5"], r"Unknown argument\(s\).*--mask_ratio"),
         (["--dataset", "nih14"], "one --data_dir per --dataset"),
-        (["--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true"], "persistent_workers is not supported"),
+        (
+            ["--dataloader_num_workers", "2", "--dataloader_persistent_workers", "true"],
+            "persistent_workers is not supported",
+        ),
     ],
 )
 def test_bad_arguments_fail_before_any_data(argv, words, tmp_path):

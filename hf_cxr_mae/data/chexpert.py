@@ -9,14 +9,13 @@ from datasets import DatasetDict
 
 from .core import (
     DataValidationError,
-    Problem,
     csv_where,
     patient_split,
     raise_or_skip,
     read_csv,
     to_dataset,
 )
-from .labels import CHEXPERT5_LABELS, CHEXPERT14_LABELS, apply_policy, check_policy, parse_value
+from .labels import CHEXPERT5_LABELS, CHEXPERT14_LABELS, check_policy, parse_label_rows
 
 
 def label_set(findings: str | list[str]) -> list[str]:
@@ -33,27 +32,6 @@ def label_set(findings: str | list[str]) -> list[str]:
     if unknown:
         raise ValueError(f"Unknown CheXpert finding(s) {unknown}; valid: {CHEXPERT14_LABELS}.")
     return list(findings)
-
-
-def parse_label_rows(
-    frame: pd.DataFrame, csv_path: Path, names: list[str], policy: str
-) -> tuple[list[list[float]], list[Problem]]:
-    """Targets per row under ``policy``; a problem per cell outside {1, 0, -1, blank}."""
-    missing = [n for n in names if n not in frame.columns]
-    if missing:
-        raise DataValidationError(
-            f"{csv_path} lacks label column(s) {missing}; columns: {list(frame.columns)}."
-        )
-    targets, problems = [], []
-    for i, row in enumerate(frame[names].itertuples(index=False)):
-        vector = []
-        for name, raw in zip(names, row, strict=True):
-            try:
-                vector.append(apply_policy(parse_value(raw), name, policy))
-            except ValueError as err:
-                problems.append(Problem(csv_where(csv_path, i), f"column {name!r}: {err}"))
-        targets.append(vector)
-    return targets, problems
 
 
 def _strip_release_prefix(path: str, data_dir: Path) -> str:

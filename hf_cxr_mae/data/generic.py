@@ -20,7 +20,7 @@ from .core import (
     read_csv,
     to_dataset,
 )
-from .labels import apply_policy, check_policy, parse_value
+from .labels import check_policy, parse_label_rows
 
 
 def load_csv(
@@ -84,14 +84,7 @@ def load_csv(
             )
         if not names:
             raise DataValidationError(f"{csv_path} has no label columns.")
-        for i, row in enumerate(frame[names].itertuples(index=False)):
-            vector = []
-            for name, raw in zip(names, row, strict=True):
-                try:
-                    vector.append(apply_policy(parse_value(raw), name, uncertainty))
-                except ValueError as err:
-                    problems.append(Problem(csv_where(csv_path, i), f"column {name!r}: {err}"))
-            targets.append(vector)
+        targets, problems = parse_label_rows(frame, csv_path, names, uncertainty)
     records = pd.DataFrame(
         {
             "where": [csv_where(csv_path, i) for i in range(len(frame))],

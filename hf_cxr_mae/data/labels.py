@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
 
 from ..modeling import IGNORE_LABEL
+from .core import DataValidationError, Problem, csv_where
 
 # The paper's order (its code's order).
 NIH14_LABELS = [
@@ -73,3 +77,24 @@ def check_names(wanted: Sequence[str], available: Sequence[str], where: str) -> 
     unknown = [n for n in wanted if n not in available]
     if unknown:
         raise ValueError(f"Unknown label name(s) {unknown} for {where}; valid: {list(available)}.")
+
+
+def parse_label_rows(
+    frame: pd.DataFrame, csv_path: Path, names: list[str], policy: str
+) -> tuple[list[list[float]], list[Problem]]:
+    """Targets per row under ``policy``; a problem per cell outside {1, 0, -1, blank}."""
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise DataValidationError(
+            f"{csv_path} lacks label column(s) {missing}; columns: {list(frame.columns)}."
+        )
+    targets, problems = [], []
+    for i, row in enumerate(frame[names].itertuples(index=False)):
+        vector = []
+        for name, raw in zip(names, row, strict=True):
+            try:
+                vector.append(apply_policy(parse_value(raw), name, policy))
+            except ValueError as err:
+                problems.append(Problem(csv_where(csv_path, i), f"column {name!r}: {err}"))
+        targets.append(vector)
+    return targets, problems

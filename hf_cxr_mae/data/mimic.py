@@ -6,9 +6,9 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-from .chexpert import label_set, parse_label_rows
+from .chexpert import label_set
 from .core import DataValidationError, raise_or_skip, read_csv, to_dataset
-from .labels import check_policy
+from .labels import check_policy, parse_label_rows
 
 _SPLITS = {"train": "train", "validate": "validation", "test": "test"}
 

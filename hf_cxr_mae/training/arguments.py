@@ -228,7 +228,9 @@ class CXRTrainingArguments(TrainingArguments):
         if self.dataloader_persistent_workers and self.dataloader_num_workers > 0:
             # Seeded augmentation reads the epoch in each worker, which persistent workers would
             # never see change: every epoch would repeat the same crops.
-            raise ValueError("--dataloader_persistent_workers is not supported: workers must restart each epoch.")
+            raise ValueError(
+                "--dataloader_persistent_workers is not supported: workers must restart each epoch."
+            )
         self._resolve_bf16()
         super().__post_init__()
         if self.blr is not None:

@@ -318,6 +318,29 @@ def load_labelled_data(data_args, seed: int) -> DatasetDict:
     return load_cxr_dataset(name, data_dir, **options)
 
 
+def problem_type_of(dataset: Dataset) -> str:
+    """``single_label_classification`` for a ``label`` (ClassLabel) column, else multi-label."""
+    return (
+        "single_label_classification"
+        if "label" in dataset.column_names
+        else "multi_label_classification"
+    )
+
+
+def classification_splits(
+    data: DatasetDict, names: list[str], problem_type: str, settings, train_transform, seed: int
+):
+    """The training split with seeded augmentation, the others with the eval transform."""
+    order = names if problem_type == "multi_label_classification" else None
+    seeds = AugmentationSeeds(seed)
+    train = with_row_ids(data["train"]).with_transform(
+        batch_transform(train_transform, order, seeds)
+    )
+    evaluate = batch_transform(create_transform(settings, "eval"), order)
+    others = {k: v.with_transform(evaluate) for k, v in data.items() if k != "train"}
+    return train, others, seeds
+
+
 def build_classifier(model_args, names: list[str], problem_type: str):
     """The model to fine-tune: ViT (from an MAE, a classifier or scratch) or timm DenseNet-121."""
     id2label = dict(enumerate(names))
@@ -388,11 +411,7 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     set_seed(training_args.seed)
     data = load_labelled_data(data_args, training_args.seed)
     names = label_names(data["train"])
-    problem_type = (
-        "single_label_classification"
-        if "label" in data["train"].column_names
-        else "multi_label_classification"
-    )
+    problem_type = problem_type_of(data["train"])
     model = build_classifier(model_args, names, problem_type)
     if model_args.architecture == "vit":
         use_fast_attention(model)
@@ -418,17 +437,9 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
         auto_augment=data_args.auto_augment or None,
         re_prob=data_args.reprob,
     )
-    eval_tf = create_transform(settings, "eval")
-    label_order = names if problem_type == "multi_label_classification" else None
-    seeds = AugmentationSeeds(training_args.seed)
-    train_ds = with_row_ids(data["train"]).with_transform(
-        batch_transform(train_tf, label_order, seeds)
+    train_ds, splits, seeds = classification_splits(
+        data, names, problem_type, settings, train_tf, training_args.seed
     )
-    splits = {
-        k: v.with_transform(batch_transform(eval_tf, label_order))
-        for k, v in data.items()
-        if k != "train"
-    }
     processor = build_image_processor(settings)
     trainer = CXRTrainer(
         callbacks=[EpochCallback(seeds), *_push_callbacks(push, training_args)],
@@ -521,11 +532,7 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
     set_seed(training_args.seed)
     data = load_labelled_data(data_args, training_args.seed)
     names = label_names(data["train"])
-    problem_type = (
-        "single_label_classification"
-        if "label" in data["train"].column_names
-        else "multi_label_classification"
-    )
+    problem_type = problem_type_of(data["train"])
     classifier = CXRViTForImageClassification.from_checkpoint(
         model_args.model_name_or_path,
         id2label=names,
@@ -537,21 +544,13 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
     probe = LinearProbe(classifier)
     data = _cache(data, data_args, training_args)
     settings = data_settings(classifier)
-    label_order = names if problem_type == "multi_label_classification" else None
     # MAE's linear probe: RandomResizedCrop + flip only.
     train_tf = create_transform(
         settings, "train", crop_scale=(data_args.crop_min_scale or 0.08, 1.0), auto_augment=None
     )
-    eval_tf = create_transform(settings, "eval")
-    seeds = AugmentationSeeds(training_args.seed)
-    train_ds = with_row_ids(data["train"]).with_transform(
-        batch_transform(train_tf, label_order, seeds)
+    train_ds, splits, seeds = classification_splits(
+        data, names, problem_type, settings, train_tf, training_args.seed
     )
-    splits = {
-        k: v.with_transform(batch_transform(eval_tf, label_order))
-        for k, v in data.items()
-        if k != "train"
-    }
     head = [p for p in probe.parameters() if p.requires_grad]
     optimizer = LARS(head, lr=training_args.learning_rate, weight_decay=training_args.weight_decay)
     processor = build_image_processor(settings)
@@ -653,11 +652,7 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_names != names:
         raise ValueError(f"The model's labels {model_names} differ from the dataset's {names}.")
-    problem_type = (
-        "single_label_classification"
-        if "label" in data[split].column_names
-        else "multi_label_classification"
-    )
+    problem_type = problem_type_of(data[split])
     dataset = _cache(
         DatasetDict({split: _truncate(data[split], data_args.max_eval_samples)}),
         data_args,
