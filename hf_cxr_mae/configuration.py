@@ -92,7 +92,9 @@ class _PresetMixin:
     @property
     def eval_resize_size(self) -> int:
         """Shortest-edge size before the evaluation centre crop (256 for 224 px models)."""
-        return round(self.image_size / self.crop_pct)
+        from .processing import eval_resize_size
+
+        return eval_resize_size(self)
 
     def _validate_cxr_fields(self) -> None:
         size = self.image_size

@@ -8,6 +8,11 @@ from transformers import BitImageProcessor, ViTMAEConfig
 from transformers.image_utils import PILImageResampling
 
 
+def eval_resize_size(config: Any) -> int:
+    """Shortest side before the evaluation centre crop: ``image_size / crop_pct`` (256 for 224)."""
+    return round(config.image_size / getattr(config, "crop_pct", 224 / 256))
+
+
 def build_image_processor(config: ViTMAEConfig | Any) -> BitImageProcessor:
     """Evaluation preprocessing for a model: RGB, shortest edge to ``image_size / crop_pct``
     (256 for 224), bicubic, centre crop ``image_size``, scale to [0, 1], normalise with the
@@ -20,7 +25,7 @@ def build_image_processor(config: ViTMAEConfig | Any) -> BitImageProcessor:
     return BitImageProcessor(
         do_convert_rgb=True,
         do_resize=True,
-        size={"shortest_edge": round(size / getattr(config, "crop_pct", 224 / 256))},
+        size={"shortest_edge": eval_resize_size(config)},
         resample=PILImageResampling.BICUBIC,
         do_center_crop=True,
         crop_size={"height": size, "width": size},

@@ -21,6 +21,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..processing import eval_resize_size
 from .images import to_grayscale
 
 MODES = ("pretrain", "train", "eval")
@@ -70,9 +71,11 @@ def create_transform(
     mean, std = float(config.image_mean[0]), float(config.image_std[0])
     normalize = _Normalize(mean, std)
     if mode == "eval":
-        resize = round(size / getattr(config, "crop_pct", 224 / 256))
         ops = v2.Compose(
-            [v2.Resize(resize, interpolation=BICUBIC, antialias=True), v2.CenterCrop(size)]
+            [
+                v2.Resize(eval_resize_size(config), interpolation=BICUBIC, antialias=True),
+                v2.CenterCrop(size),
+            ]
         )
         return lambda image: normalize(ops(resize_shortest(to_uint8_tensor(image), pre_resize)))
     scale = crop_scale or ((0.5, 1.0) if mode == "pretrain" else (0.08, 1.0))
@@ -101,6 +104,17 @@ def create_transform(
         return erase(out) if erase is not None else out
 
     return train_transform
+
+
+def ten_crop_transform(
+    config: Any,
+) -> Callable[[Image.Image | np.ndarray | torch.Tensor], torch.Tensor]:
+    """Evaluation with ten crops (corners, centre and their mirrors) after the eval resize, as the
+    official evaluation does: image -> normalised (10, 1, size, size)."""
+    size = int(config.image_size)
+    resize = v2.Resize(eval_resize_size(config), interpolation=BICUBIC, antialias=True)
+    normalize = _Normalize(float(config.image_mean[0]), float(config.image_std[0]))
+    return lambda image: normalize(torch.stack(TF.ten_crop(resize(to_uint8_tensor(image)), size)))
 
 
 def example_image(batch: dict[str, list], i: int) -> Image.Image | np.ndarray:

@@ -32,6 +32,7 @@ from ..data.transforms import (
     CXRCollator,
     batch_transform,
     create_transform,
+    ten_crop_transform,
     with_row_ids,
 )
 from ..modeling import CXRMAEForPreTraining, CXRViTForImageClassification
@@ -614,23 +615,6 @@ class TenCrop(torch.nn.Module):
         )
 
 
-def _ten_crop_transform(settings):
-    from torchvision.transforms import v2
-
-    from ..data.transforms import BICUBIC, to_uint8_tensor
-
-    resize = v2.Resize(
-        round(settings.image_size / settings.crop_pct), interpolation=BICUBIC, antialias=True
-    )
-    mean, std = float(settings.image_mean[0]), float(settings.image_std[0])
-
-    def apply(image):
-        crops = v2.functional.ten_crop(resize(to_uint8_tensor(image)), settings.image_size)
-        return (torch.stack(crops).float() / 255 - mean) / std
-
-    return apply
-
-
 def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     """Evaluate a classifier on one split: ``output_dir`` gets metrics.json (AUROC / AP per finding,
     mAUC, bootstrap 95% CIs, counts), roc.png, report.md (and confusion_matrix.png, single-label)."""
@@ -661,7 +645,7 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     settings = data_settings(model)
     order = names if problem_type.startswith("multi") else None
     if training_args.tta == "ten_crop":
-        dataset = dataset.with_transform(batch_transform(_ten_crop_transform(settings), order))
+        dataset = dataset.with_transform(batch_transform(ten_crop_transform(settings), order))
         evaluated, collator = TenCrop(model, settings.num_channels), CXRCollator(num_channels=1)
     else:
         dataset = dataset.with_transform(batch_transform(create_transform(settings, "eval"), order))
