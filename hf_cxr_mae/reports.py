@@ -160,7 +160,11 @@ def write_report(
         report["note"] = (
             f"AUROC undefined (one class only in this split) for {report['undefined']}: left out of mAUC."
         )
-    roc_figure(scores, targets, names, out / "roc.png")
+    if single and len(names) == 2:
+        # Two classes: the second class's curve is the first's mirrored; draw it once.
+        roc_figure(scores[:, 1:], targets[:, 1:], [f"{names[1]} vs {names[0]}"], out / "roc.png")
+    else:
+        roc_figure(scores, targets, names, out / "roc.png")
     figures = ["roc.png"]
     if single:
         pred = scores.argmax(-1)

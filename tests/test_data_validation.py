@@ -74,7 +74,7 @@ def test_unknown_label_name(folder):
 
 
 def test_duplicate_rows(folder):
-    write_csv(folder, "0.png,1,0\n1.png,0,1\n0.png,1,0\n")
+    write_csv(folder, "0.png,1,0\n1.png,0,1\n0.png,0,1\n")
     with pytest.raises(DataValidationError, match=r"line 4: duplicate of .*line 2"):
         load(folder)
 

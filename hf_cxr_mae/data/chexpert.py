@@ -9,12 +9,12 @@ from datasets import DatasetDict
 
 from .core import (
     DataValidationError,
+    build_splits,
     csv_where,
     patient_split,
     raise_or_skip,
-    read_csv,
-    to_dataset,
 )
+from .files import read_csv
 from .labels import CHEXPERT5_LABELS, CHEXPERT14_LABELS, check_policy, parse_label_rows
 
 
@@ -95,16 +95,18 @@ def load_chexpert(
         data_dir = inner[0] if inner else data_dir
     names = label_set(findings)
     kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
-    train_records = _read_split(
-        data_dir / train_file, data_dir, names, uncertainty, frontal_only, on_bad
-    )
-    train, validation = patient_split(
-        to_dataset(train_records, data_dir, **kwargs), validation_size, seed
-    )
-    splits = {"train": train, "validation": validation}
+    parts = {
+        "train": _read_split(
+            data_dir / train_file, data_dir, names, uncertainty, frontal_only, on_bad
+        )
+    }
+    source = str(data_dir / train_file)
     if test_file is not None and (data_dir / test_file).is_file():
-        test_records = _read_split(
+        parts["test"] = _read_split(
             data_dir / test_file, data_dir, names, uncertainty, frontal_only, on_bad
         )
-        splits["test"] = to_dataset(test_records, data_dir, **kwargs)
-    return DatasetDict(splits)
+        source += f" and {data_dir / test_file}"
+    # The official valid.csv patients are not in train.csv; a copy that mixes them is refused.
+    splits = build_splits(parts, data_dir, source, **kwargs)
+    train, validation = patient_split(splits.pop("train"), validation_size, seed)
+    return DatasetDict({"train": train, "validation": validation, **splits})

@@ -2,17 +2,20 @@
 
 Every source module turns its files into a table of records (``path``, labels, metadata, and a
 ``where`` string naming the file and row it came from). This module validates that table (paths
-inside the data folder, files present and readable, no duplicates), then builds the dataset.
-Problems raise one ``DataValidationError`` naming each offender, or with ``on_bad="skip"`` are
-dropped and reported; nothing is dropped silently.
+inside the data folder, files present and readable, no conflicting duplicates, no image or
+patient in two splits), then builds the datasets. Problems raise one ``DataValidationError``
+naming each offender, or with ``on_bad="skip"`` are dropped and reported; nothing is dropped
+silently. Label and list files are read by ``files``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
-from .images import DICOM_SUFFIXES, read_xray
+from .images import DICOM_SUFFIXES, read_xray, verify_dicom
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +45,11 @@ class Problem:
         return f"{self.where}: {self.reason}"
 
 
-def report(problems: Sequence[Problem], what: str, hint: str = "") -> str:
+def report(problems: Sequence[Problem], what: str, hint: str = "", kind: str = "bad") -> str:
     lines = [str(p) for p in problems[:_SHOWN]]
     if len(problems) > _SHOWN:
         lines.append(f"... and {len(problems) - _SHOWN} more")
-    text = f"{len(problems)} bad {what}:\n  " + "\n  ".join(lines)
+    text = f"{len(problems)} {kind} {what}:\n  " + "\n  ".join(lines)
     return text + (f"\n{hint}" if hint else "")
 
 
@@ -64,19 +67,6 @@ def raise_or_skip(problems: list[Problem], on_bad: str, what: str) -> set[str]:
     return {p.where for p in problems}
 
 
-def read_csv(path: Path, **kwargs) -> pd.DataFrame:
-    """``pandas.read_csv`` with clear errors for a missing or empty file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"Label file not found: {path}")
-    try:
-        frame = pd.read_csv(path, **kwargs)
-    except pd.errors.EmptyDataError as err:
-        raise DataValidationError(f"{path} is empty (no header, no rows).") from err
-    if frame.empty:
-        raise DataValidationError(f"{path} has a header but no rows.")
-    return frame
-
-
 def csv_where(csv_path: Path, index: int) -> str:
     """'file.csv line N' for the data row at 0-based position ``index`` (the header is line 1)."""
     return f"{csv_path} line {index + 2}"
@@ -87,21 +77,22 @@ def check_image(path: Path, level: str) -> str | None:
 
     ``"open"`` reads the header (cheap; catches missing, non-image and wrong-format files),
     ``"decode"`` decodes every pixel (also catches truncated files), ``"exists"`` only checks
-    the file is there.
+    the file is there. DICOM pixels are decoded at ``"open"`` too: its header cannot tell a
+    missing, short or broken pixel stream, and building the dataset decodes them anyway.
     """
     if not path.is_file():
         return "file not found"
     if level == "exists":
         return None
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        try:
+            verify_dicom(path)
+        except ImportError:
+            raise
+        except Exception as err:
+            return f"unreadable DICOM: {err}"
+        return None
     try:
-        if path.suffix.lower() in DICOM_SUFFIXES:
-            if level == "decode":
-                read_xray(path)
-            else:
-                import pydicom
-
-                pydicom.dcmread(path, stop_before_pixels=True)
-            return None
         with PILImage.open(path) as image:
             if level == "decode":
                 image.load()
@@ -134,12 +125,74 @@ def resolve_paths(
             problems.append(Problem(where, f"{full}: {reason}"))
         resolved.append(str(full))
     records = records.assign(path=resolved)
-    duplicated = records["path"].duplicated(keep="first")
-    for where, path in zip(records["where"][duplicated], records["path"][duplicated], strict=True):
-        first = records["where"][records["path"] == path].iloc[0]
-        problems.append(Problem(where, f"duplicate of {first} ({path})"))
     skipped = raise_or_skip(problems, on_bad, "image rows")
-    return records[~records["where"].isin(skipped)].reset_index(drop=True)
+    records = records[~records["where"].isin(skipped)].reset_index(drop=True)
+    return drop_duplicates(records, "path", on_bad, "image rows")
+
+
+def _cell(value: object) -> object:
+    """A comparable form of a record cell: sequences as float tuples, missing as None."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(float(v) for v in value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def drop_duplicates(
+    records: pd.DataFrame, key: str | Sequence[str], on_bad: str, what: str
+) -> pd.DataFrame:
+    """One row per ``key``. A row repeating an earlier one exactly is dropped with a warning
+    naming both rows; one that disagrees with it (labels, patient, view, split, ...) is an error
+    naming both rows, or with ``on_bad="skip"`` every copy is left out (which is right is
+    unknown)."""
+    keys = [key] if isinstance(key, str) else list(key)
+    if not records.duplicated(keys).any():  # the usual case, without a loop over rows
+        return records.reset_index(drop=True)
+    compared = [c for c in records.columns if c != "where" and c not in keys]
+    first: dict[tuple, tuple[str, tuple]] = {}
+    repeats: list[Problem] = []
+    conflicts: list[Problem] = []
+    conflicting: set[tuple] = set()
+    keep: list[bool] = []
+    for where, key_row, row in zip(
+        records["where"],
+        records[keys].itertuples(index=False),
+        records[compared].itertuples(index=False),
+        strict=True,
+    ):
+        k = tuple(_cell(v) for v in key_row)
+        content = tuple(_cell(v) for v in row)
+        keep.append(k not in first)
+        if k not in first:
+            first[k] = (where, content)
+            continue
+        name = ", ".join(map(str, k))
+        first_where, first_content = first[k]
+        differ = [
+            f"{c} {b!r} there, {a!r} here"
+            for c, a, b in zip(compared, content, first_content, strict=True)
+            if a != b
+        ]
+        if differ:
+            conflicts.append(
+                Problem(
+                    where, f"duplicate of {first_where} ({name}) with different {'; '.join(differ)}"
+                )
+            )
+            conflicting.add(k)
+        else:
+            repeats.append(Problem(where, f"exact duplicate of {first_where} ({name}); kept once"))
+    if repeats:
+        logger.warning("%s", report(repeats, what, kind="repeated"))
+    raise_or_skip(conflicts, on_bad, f"{what} (conflicting duplicates)")
+    records = records.loc[np.asarray(keep, dtype=bool)]
+    if conflicting:
+        in_conflict = [
+            tuple(_cell(v) for v in r) in conflicting for r in records[keys].itertuples(index=False)
+        ]
+        records = records.loc[~np.asarray(in_conflict, dtype=bool)]
+    return records.reset_index(drop=True)
 
 
 def _image_value(path: str) -> dict:
@@ -177,6 +230,117 @@ def to_dataset(
 ) -> Dataset:
     """Build a dataset from records with ``path`` and ``where`` (+ ``labels`` / ``label`` / metadata)."""
     records = resolve_paths(records, data_dir, check_images, on_bad)
+    return _build(records, data_dir, label_names, class_names)
+
+
+# A leak is charged to the less held-out split: with on_bad="skip" the test set stays whole.
+_HELD_OUT_FIRST = {"test": 0, "validation": 1, "train": 2}
+
+
+def _head_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.blake2b(f.read(16384)).hexdigest()
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "blake2b").hexdigest()
+
+
+def _content_keys(parts: Mapping[str, pd.DataFrame]) -> dict[str, str]:
+    """A full-content digest for each file whose bytes may equal a file's in another split.
+
+    Narrowed in stages, each only among files that still collide across splits: size, then a
+    digest of the first 16 KiB, then the whole file. Distinct images differ early (image
+    headers, compressed data), so whole files are read only for true copies.
+    """
+    keys: dict[str, object] = {}
+    for frame in parts.values():
+        for path in frame["path"]:
+            if os.path.isfile(path):
+                keys[path] = os.path.getsize(path)
+    splits_of: dict[str, set[str]] = {}
+    for split, frame in parts.items():
+        for path in frame["path"]:
+            splits_of.setdefault(path, set()).add(split)
+    for stage in (_head_digest, _digest):
+        spread: dict[object, set[str]] = {}
+        for path, key in keys.items():
+            spread.setdefault(key, set()).update(splits_of[path])
+        keys = {p: (k, stage(p)) for p, k in keys.items() if len(spread[k]) > 1}
+    return {p: str(k) for p, k in keys.items()}
+
+
+def check_split_overlap(parts: Mapping[str, pd.DataFrame], on_bad: str) -> dict[str, pd.DataFrame]:
+    """Refuse any image in two splits (same resolved path, or the same bytes under another
+    name) and any patient in two splits (where patient ids exist), naming both rows.
+
+    Only files whose size equals that of a file in another split are read (see
+    ``_content_keys``), so the usual cost is one ``stat`` per image.
+    """
+    order = sorted(parts, key=lambda s: _HELD_OUT_FIRST.get(s, len(_HELD_OUT_FIRST)))
+    content = _content_keys(parts)
+    owners: dict[tuple[str, object], tuple[str, str, str]] = {}
+    problems: list[Problem] = []
+    for split in order:
+        frame = parts[split]
+        patients = frame["patient_id"] if "patient_id" in frame else [None] * len(frame)
+        for where, path, patient in zip(frame["where"], frame["path"], patients, strict=True):
+            keys = [("image", path)]
+            if path in content:
+                keys.append(("bytes", content[path]))
+            if _cell(patient) is not None:
+                keys.append(("patient", str(patient)))
+            for kind, value in keys:
+                other, other_where, other_path = owners.setdefault(
+                    (kind, value), (split, where, path)
+                )
+                if other == split:
+                    continue
+                what = {
+                    "image": f"image {path} is also",
+                    "bytes": f"{path} has the same bytes as {other_path},",
+                    "patient": f"patient {value!r} is also",
+                }[kind]
+                problems.append(Problem(where, f"{what} in split {other!r} ({other_where})"))
+                break
+    skipped = raise_or_skip(problems, on_bad, "rows shared between splits")
+    return {s: f[~f["where"].isin(skipped)].reset_index(drop=True) for s, f in parts.items()}
+
+
+def build_splits(
+    parts: Mapping[str, pd.DataFrame],
+    data_dir: Path,
+    source: str,
+    *,
+    label_names: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    check_images: str = "open",
+    on_bad: str = "raise",
+) -> dict[str, Dataset]:
+    """A dataset per split from its records, each checked as in ``to_dataset``, and no image
+    or patient in two splits. ``source`` names the file(s) the records came from."""
+    resolved = {s: resolve_paths(r, data_dir, check_images, on_bad) for s, r in parts.items()}
+    resolved = check_split_overlap(resolved, on_bad)
+    if not any(len(r) for r in resolved.values()):
+        given = sum(len(r) for r in parts.values())
+        raise DataValidationError(
+            f"no usable rows in {source}: "
+            + (
+                f"all {given} were left out as bad (see the warnings above)."
+                if given
+                else "it lists no images."
+            )
+        )
+    return {s: _build(r, data_dir, label_names, class_names) for s, r in resolved.items()}
+
+
+def _build(
+    records: pd.DataFrame,
+    data_dir: Path,
+    label_names: Sequence[str] | None,
+    class_names: Sequence[str] | None,
+) -> Dataset:
     root = os.path.normpath(data_dir.absolute()) + os.sep
     columns: dict[str, list] = {
         "image": [_image_value(p) for p in records["path"]],
@@ -234,3 +398,38 @@ def patient_split(
     val_set = set(val_rows)
     train_rows = [i for i in range(len(patients)) if i not in val_set]
     return dataset.select(train_rows), dataset.select(sorted(val_rows))
+
+
+def label_counts(dataset: Dataset) -> dict[str, int]:
+    """Positives per finding (multi-label ``labels``) or images per class (``label``)."""
+    names = label_names(dataset)
+    column = "labels" if "labels" in dataset.features else "label"
+    # Arrow keeps this cheap on large sets: no image is decoded, no row dict built.
+    table = dataset.select_columns([column]).with_format("arrow")[:]
+    values = table.column(column).combine_chunks()
+    if column == "labels":
+        return {n: int((values.field(n).to_numpy(zero_copy_only=False) == 1).sum()) for n in names}
+    counts = np.bincount(values.to_numpy(zero_copy_only=False), minlength=len(names))
+    return {n: int(c) for n, c in zip(names, counts, strict=True)}
+
+
+def log_label_counts(
+    data: Mapping[str, Dataset], level: int = logging.INFO
+) -> dict[str, dict[str, int]]:
+    """Log (at ``level``), per split, positives per finding or images per class, and warn about a
+    class with none in training. Returns the counts; splits without labels are left out."""
+    counts: dict[str, dict[str, int]] = {}
+    for split, ds in data.items():
+        if "labels" not in ds.features and "label" not in ds.features:
+            continue
+        counts[split] = label_counts(ds)
+        logger.log(
+            level,
+            "%s: %d images; positives per class: %s",
+            split,
+            len(ds),
+            ", ".join(f"{n} {c}" for n, c in counts[split].items()),
+        )
+    if none := [n for n, c in counts.get("train", {}).items() if c == 0]:
+        logger.warning("No positive training image for %s: the model cannot learn them.", none)
+    return counts

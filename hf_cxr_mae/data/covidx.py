@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 from datasets import DatasetDict
 
-from .core import DataValidationError, Problem, patient_split, raise_or_skip, to_dataset
+from .core import (
+    DataValidationError,
+    Problem,
+    build_splits,
+    patient_split,
+    raise_or_skip,
+)
+from .files import read_text
+from .labels import warn_lookalike_names
 
 _SPLIT_FILES = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
 
 
 def _read_split_file(path: Path, image_dir: str) -> tuple[pd.DataFrame, list[Problem]]:
     rows, problems = [], []
-    for i, line in enumerate(path.read_text().splitlines()):
+    for i, line in enumerate(read_text(path).splitlines()):
         if not line.strip():
             continue
         parts = line.split()
@@ -34,7 +43,7 @@ def _read_split_file(path: Path, image_dir: str) -> tuple[pd.DataFrame, list[Pro
         )
     if not rows and not problems:
         raise DataValidationError(f"{path} is empty.")
-    return pd.DataFrame(rows), problems
+    return pd.DataFrame(rows, columns=["where", "patient_id", "path", "class"]), problems
 
 
 def load_covidx(
@@ -59,8 +68,10 @@ def load_covidx(
     if "train" not in frames or "test" not in frames:
         raise FileNotFoundError(f"COVIDx needs train.txt and test.txt in {data_dir}.")
     raise_or_skip(problems, on_bad, "split-file lines")
-    found_classes = sorted(set().union(*(set(f["class"]) for f in frames.values())))
-    names = list(class_names) if class_names is not None else found_classes
+    found = Counter(c for f in frames.values() for c in f["class"])
+    if class_names is None:
+        warn_lookalike_names(found, f"the labels of {data_dir}")
+    names = list(class_names) if class_names is not None else sorted(found)
     bad = [
         Problem(w, f"label {c!r} not in {names}")
         for f in frames.values()
@@ -68,13 +79,14 @@ def load_covidx(
         if c not in names
     ]
     skipped = raise_or_skip(bad, on_bad, "labels")
-    out = {}
+    parts = {}
     for split, frame in frames.items():
         frame = frame[~frame["where"].isin(skipped)]
-        frame = frame.assign(label=[names.index(c) for c in frame["class"]])
-        out[split] = to_dataset(
-            frame, data_dir, class_names=names, check_images=check_images, on_bad=on_bad
-        )
+        parts[split] = frame.assign(label=[names.index(c) for c in frame["class"]])
+    source = " and ".join(str(data_dir / _SPLIT_FILES[s]) for s in frames)
+    out = build_splits(
+        parts, data_dir, source, class_names=names, check_images=check_images, on_bad=on_bad
+    )
     if "validation" not in out:
         out["train"], out["validation"] = patient_split(out["train"], validation_size, seed)
     return DatasetDict(out)

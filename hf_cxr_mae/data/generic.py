@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,14 +16,16 @@ from .core import (
     IMAGE_SUFFIXES,
     DataValidationError,
     Problem,
+    build_splits,
     csv_where,
     labels_feature,
     patient_split,
     raise_or_skip,
-    read_csv,
-    to_dataset,
 )
-from .labels import check_policy, parse_label_rows
+from .files import read_csv
+from .labels import check_policy, parse_label_rows, warn_lookalike_names
+
+logger = logging.getLogger(__name__)
 
 
 def load_csv(
@@ -63,8 +68,10 @@ def load_csv(
         cells = [
             [t.strip() for t in v.split(label_delimiter) if t.strip()] for v in frame[label_column]
         ]
-        found = sorted({t for c in cells for t in c} - {no_finding})
-        names = list(label_names) if label_names is not None else found
+        found = Counter(t for c in cells for t in set(c) if t != no_finding)
+        if label_names is None:
+            warn_lookalike_names(found, f"{csv_path} column {label_column!r}")
+        names = list(label_names) if label_names is not None else sorted(found)
         for i, tokens in enumerate(cells):
             unknown = [t for t in tokens if t not in names and t != no_finding]
             if unknown:
@@ -90,7 +97,10 @@ def load_csv(
             "where": [csv_where(csv_path, i) for i in range(len(frame))],
             "path": frame[image_column],
             "labels": targets,
-            "patient_id": frame[patient_column] if patient_column else None,
+            # A blank patient cell is no patient id, not one patient shared by every blank row.
+            "patient_id": frame[patient_column].str.strip().replace("", None)
+            if patient_column
+            else None,
             "view": frame[view_column] if view_column else None,
             "split": frame[split_column] if split_column else "train",
         }
@@ -110,14 +120,79 @@ def load_csv(
             f"{csv_path}: unknown split value(s) {bad_splits} in {split_column!r}; use train/validation/test."
         )
     records["split"] = records["split"].map(aliases)
-    out = {
-        s: to_dataset(records[records["split"] == s], data_dir, **kwargs)
+    parts = {
+        s: records[records["split"] == s]
         for s in ("train", "validation", "test")
         if (records["split"] == s).any()
     }
+    out = build_splits(parts, data_dir, str(csv_path), **kwargs)
     if "train" in out and "validation" not in out:
         out["train"], out["validation"] = patient_split(out["train"], validation_size, seed)
     return DatasetDict(out)
+
+
+# Split folder names, as ``datasets``' imagefolder reads them.
+_SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+# Folders and files operating systems and tools leave behind; every hidden one (".*") too.
+_JUNK_FOLDERS = {"__MACOSX", "__pycache__"}
+
+
+def _visible_images(root: Path) -> tuple[list[Path], int]:
+    """Images under ``root`` (relative paths, sorted) and the number of junk entries ignored:
+    hidden folders (``.ipynb_checkpoints``), ``__MACOSX``, hidden files (``.DS_Store``, the
+    AppleDouble ``._name.png`` copies macOS puts beside every file on a foreign disk)."""
+    images: list[Path] = []
+    junk = 0
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        kept = sorted(d for d in dirs if not d.startswith(".") and d not in _JUNK_FOLDERS)
+        junk += len(dirs) - len(kept)
+        dirs[:] = kept
+        for name in sorted(files):
+            if name.startswith("."):
+                junk += 1
+            elif name.lower().endswith(IMAGE_SUFFIXES):
+                images.append(Path(folder, name).relative_to(root))
+    return images, junk
+
+
+def _is_labelled(files: list[Path], folder: Path, labelled: bool | None) -> bool:
+    """Whether ``files`` (relative to ``folder``) are ``<class>/<image>``; a mix is refused."""
+    if labelled is False:
+        return False
+    in_classes = [f for f in files if len(f.parts) == 2]
+    if labelled is None and not in_classes:
+        return False  # no class folder at all: an unlabelled set, at any depth
+    if strays := [str(f) for f in files if len(f.parts) != 2]:
+        shown = ", ".join(strays[:10]) + (
+            f" and {len(strays) - 10} more" if len(strays) > 10 else ""
+        )
+        raise DataValidationError(
+            f"{folder} mixes layouts: {len(in_classes)} images are in class folders "
+            f"(<class>/<image>) but {len(strays)} are not: {shown}. Move them into a class folder "
+            "or out of the data folder, or pass labelled=False to use every image, at any depth, "
+            "without labels."
+        )
+    return True
+
+
+def _split_folders(files: list[Path], data_dir: Path) -> dict[str, str] | None:
+    """``{folder: split}`` when the top level holds split folders (train/, val/, test/), else None."""
+    top = {f.parts[0] for f in files if len(f.parts) > 1}
+    splits = {t: _SPLIT_FOLDERS[t] for t in top if t in _SPLIT_FOLDERS}
+    if not splits:
+        return None
+    strays = sorted(str(f) for f in files if len(f.parts) == 1 or f.parts[0] not in splits)
+    if strays or "train" not in splits or len(set(splits.values())) != len(splits):
+        raise DataValidationError(
+            f"{data_dir} has split folders {sorted(splits)} but "
+            + (
+                f"also images outside them: {', '.join(strays[:10])}"
+                if strays
+                else "no train/ folder, or both val/ and validation/"
+            )
+            + ". Use train/ with val/ or validation/ and test/ beside it, each holding class folders."
+        )
+    return splits
 
 
 def load_imagefolder(
@@ -128,32 +203,63 @@ def load_imagefolder(
     check_images: str = "open",
     on_bad: str = "raise",
 ) -> DatasetDict:
-    """Class subfolders (``data_dir/<class>/*.png``, single-label) or, for pre-training, a folder
-    of images without labels (any depth). ``labelled=None`` decides from the layout."""
+    """Class subfolders (``data_dir/<class>/<image>``, single-label), optionally inside split
+    folders (``train/``, ``val/`` or ``validation/``, ``test/``, the same classes in each), or,
+    for pre-training, images without labels (any depth). ``labelled=None`` decides from the
+    layout and refuses a mix of the two, naming the stray files. Hidden files and folders and
+    ``__MACOSX`` are ignored. Without a validation folder, one is split off the training images."""
     data_dir = Path(data_dir)
-    files = sorted(
-        p for p in data_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    files, junk = _visible_images(data_dir)
+    if junk:
+        logger.info("Ignored %d hidden or OS/tool files and folders under %s.", junk, data_dir)
     if not files:
         raise DataValidationError(f"No PNG, JPEG or DICOM images under {data_dir}.")
-    top_level = [p for p in files if p.parent == data_dir]
-    if labelled is None:
-        labelled = not top_level and all(len(p.relative_to(data_dir).parts) == 2 for p in files)
-    rel = [str(p.relative_to(data_dir)) for p in files]
-    records = pd.DataFrame({"where": [str(p) for p in files], "path": rel})
-    if not labelled:
-        return DatasetDict(
-            train=to_dataset(records, data_dir, check_images=check_images, on_bad=on_bad)
+    folders = _split_folders(files, data_dir) or {"": "train"}
+    order = ["train", "validation", "test"]
+    folders = dict(sorted(folders.items(), key=lambda item: order.index(item[1])))
+    by_split: dict[str, list[Path]] = {}
+    for folder, split in folders.items():
+        root = data_dir / folder
+        by_split[split] = [f.relative_to(folder) for f in files if root in (data_dir / f).parents]
+    layouts = {
+        s: _is_labelled(fs, data_dir / f, labelled)
+        for (f, s), fs in zip(folders.items(), by_split.values(), strict=True)
+    }
+    if len(set(layouts.values())) > 1:
+        raise DataValidationError(
+            f"{data_dir}: split folders {sorted(s for s, v in layouts.items() if v)} hold class "
+            f"folders, {sorted(s for s, v in layouts.items() if not v)} do not."
         )
-    if top_level:
-        raise DataValidationError(f"{top_level[0]} is not in a class subfolder of {data_dir}.")
-    classes = sorted({Path(r).parts[0] for r in rel})
-    records["label"] = [classes.index(Path(r).parts[0]) for r in rel]
-    dataset = to_dataset(
-        records, data_dir, class_names=classes, check_images=check_images, on_bad=on_bad
+    is_labelled = next(iter(layouts.values()))
+    class_sets = {s: sorted({f.parts[0] for f in fs}) for s, fs in by_split.items()}
+    classes = sorted(set().union(*class_sets.values())) if is_labelled else None
+    if is_labelled and (differ := {s: c for s, c in class_sets.items() if c != classes}):
+        raise DataValidationError(
+            f"{data_dir}: the splits must have the same class folders ({classes}); "
+            + "; ".join(f"{s} lacks {sorted(set(classes) - set(c))}" for s, c in differ.items())
+            + "."
+        )
+    parts = {}
+    for (folder, split), fs in zip(folders.items(), by_split.values(), strict=True):
+        rel = [str(Path(folder) / f) for f in fs]
+        records = pd.DataFrame({"where": [str(data_dir / r) for r in rel], "path": rel})
+        if classes is not None:
+            records["label"] = [classes.index(f.parts[0]) for f in fs]
+        parts[split] = records
+    if classes is not None:
+        counts = Counter(f.parts[0] for fs in by_split.values() for f in fs)
+        warn_lookalike_names(counts, f"the class folders of {data_dir}")
+    out = build_splits(
+        parts,
+        data_dir,
+        str(data_dir),
+        class_names=classes,
+        check_images=check_images,
+        on_bad=on_bad,
     )
-    train, validation = patient_split(dataset, validation_size, seed)
-    return DatasetDict(train=train, validation=validation)
+    if classes is not None and "validation" not in out:
+        out["train"], out["validation"] = patient_split(out["train"], validation_size, seed)
+    return DatasetDict(out)
 
 
 def from_hf_dataset(

@@ -2,11 +2,16 @@
 
 Wide-range pixels (16-bit PNG, DICOM) are mapped to 8 bits by a window when one is given or
 stored in the file (DICOM window centre / width, VOI LUT), else by the image's own min..max.
-Only pixels leave a DICOM file: no tag (patient name, id, dates) is ever returned.
+Only pixels leave a DICOM file: no tag (patient name, id, dates) is ever returned. DICOM files
+without the preamble and file meta header (ACR-NEMA-style exports) are read too, and a DICOM
+whose one image does not decode (no pixel data, short buffer, several frames, broken stream) is
+refused with the reason in words.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from os import PathLike
 from typing import BinaryIO
 
@@ -55,6 +60,130 @@ def to_grayscale(image: Image.Image, window: tuple[float, float] | None = None) 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("Reading DICOM needs pydicom: pip install 'hf-cxr-mae[dicom]'") from err
+    return pydicom
+
+
+def read_dicom_dataset(path: str | PathLike | BinaryIO, stop_before_pixels: bool = False):
+    """``pydicom.dcmread`` that also reads files without the 128-byte preamble and file meta
+    (ACR-NEMA-style exports, still common in archives).
+
+    Such files are read with ``force=True``; a file that then shows no image tags is refused as
+    not DICOM. A missing transfer syntax is set from the encoding the reader found (implicit VR
+    little endian for ACR-NEMA). Raises ``ValueError`` for a non-DICOM file.
+    """
+    pydicom = _pydicom()
+    from pydicom.errors import InvalidDicomError
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        if hasattr(path, "seek"):
+            path.seek(0)
+        try:
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+            looks_like_image = "Rows" in ds and "Columns" in ds
+        except Exception:  # any parse failure of a forced read means "not DICOM"
+            looks_like_image = False
+        if not looks_like_image:
+            raise ValueError(
+                "not a DICOM file (no 'DICM' header, and no image tags such as Rows / Columns)"
+            ) from None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian
+            if implicit
+            else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        )
+    return ds
+
+
+class _QuietDecoderFailures(logging.Filter):
+    """pydicom logs a traceback for each decoder plugin that fails before it raises; while we
+    decode, the raised error (reported with the file and row) says the same, once."""
+
+    active = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.active, "on", False)
+
+
+_QUIET = _QuietDecoderFailures()
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_QUIET)
+
+
+_JPEG_FAMILY = "1.2.840.10008.1.2.4."  # JPEG, JPEG-LS, JPEG 2000 transfer syntaxes
+
+
+def dicom_pixels(ds) -> np.ndarray:
+    """The stored pixel values of a one-frame DICOM dataset, with a plain-words ``ValueError``
+    for what breaks later otherwise: no pixel data, several frames, a pixel buffer shorter than
+    its header says, or a compressed stream that does not decode."""
+    from pydicom.pixels.utils import get_expected_length
+
+    if "PixelData" not in ds:
+        raise ValueError("no pixel data (the file has a header but no PixelData element)")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ValueError(f"{frames} frames; one image per file expected")
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows <= 0 or columns <= 0:
+        raise ValueError(f"image size {columns}x{rows} in the header is empty")
+    syntax = ds.file_meta.TransferSyntaxUID
+    if not syntax.is_encapsulated:
+        # Checked here, not left to pydicom: its message does not say "truncated".
+        expected, found = get_expected_length(ds, "bytes"), len(ds.PixelData)
+        if found < expected:
+            raise ValueError(
+                f"pixel data truncated: {found} bytes, {expected} expected for {columns}x{rows} "
+                f"pixels of {ds.BitsAllocated} bits x {ds.get('SamplesPerPixel', 1)} samples"
+            )
+    elif syntax.startswith(_JPEG_FAMILY):
+        # A cut JPEG / JPEG-LS / JPEG 2000 stream can decode "successfully" (pylibjpeg fills the
+        # missing rows with grey), so look for its end-of-image marker (one pad byte allowed).
+        from pydicom.encaps import generate_frames
+
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+        if frame.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+            raise ValueError(
+                f"cannot decode its {syntax.name} pixel data: the compressed stream is "
+                "truncated (no end-of-image marker)"
+            )
+    _QUIET.active.on = True
+    try:
+        pixels = ds.pixel_array
+    except Exception as err:
+        reason = " ".join(str(err).split())  # pydicom lists plugins on several lines
+        raise ValueError(f"cannot decode its {syntax.name} pixel data: {reason}") from err
+    finally:
+        _QUIET.active.on = False
+    if pixels.shape[:2] != (rows, columns):
+        raise ValueError(f"decoded pixels are {pixels.shape}, the header says {rows}x{columns}")
+    return pixels
+
+
+def verify_dicom(path: str | PathLike) -> None:
+    """Raise ``ValueError`` (reason in words) unless the DICOM file's one image decodes.
+
+    This is the data check for DICOM at every level above "exists": the header alone cannot
+    tell a missing, short or undecodable pixel stream, and the loaders decode DICOM pixels
+    when they build a dataset anyway.
+    """
+    dicom_pixels(read_dicom_dataset(path))
+
+
+def dicom_size(path: str | PathLike | BinaryIO) -> tuple[int, int]:
+    """(width, height) from a DICOM header, without reading the pixels."""
+    ds = read_dicom_dataset(path, stop_before_pixels=True)
+    return int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0)
+
+
 def read_dicom(path: str | PathLike, window: tuple[float, float] | None = None) -> Image.Image:
     """Decode a DICOM file's pixels to mode ``L`` (needs the ``dicom`` extra).
 
@@ -62,15 +191,11 @@ def read_dicom(path: str | PathLike, window: tuple[float, float] | None = None) 
     given, else the file's VOI LUT or first window centre / width, else 8-bit data as is and
     wider data by its own range) -> MONOCHROME1 inverted so that air is dark.
     """
-    try:
-        import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("Reading DICOM needs pydicom: pip install 'hf-cxr-mae[dicom]'") from err
-    ds = pydicom.dcmread(path)
-    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-        raise ValueError(f"{path}: multi-frame DICOM is not supported (one radiograph per file).")
-    pixels = ds.pixel_array
+    _pydicom()
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = read_dicom_dataset(path)
+    pixels = dicom_pixels(ds)
     if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
         return Image.fromarray(pixels.astype(np.uint8)).convert("L")
     values = apply_modality_lut(pixels, ds).astype(np.float32)

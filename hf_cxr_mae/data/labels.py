@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from ..modeling import IGNORE_LABEL
 from .core import DataValidationError, Problem, csv_where
+
+logger = logging.getLogger(__name__)
 
 # The paper's order (its code's order).
 NIH14_LABELS = [
@@ -98,3 +102,31 @@ def parse_label_rows(
                 problems.append(Problem(csv_where(csv_path, i), f"column {name!r}: {err}"))
         targets.append(vector)
     return targets, problems
+
+
+def warn_lookalike_names(counts: Mapping[str, int], source: str, cutoff: float = 0.85) -> None:
+    """Warn about label names found in ``source`` that look like typos of one another.
+
+    Names are compared case-blind with ``difflib`` (``Efusion`` ~ ``Effusion``, ``Normal`` ~
+    ``normal``); ``counts`` (images per name) go in the message, so the rare spelling stands out.
+    """
+    by_lower: dict[str, list[str]] = {}
+    for name in counts:
+        by_lower.setdefault(name.lower(), []).append(name)
+    pairs: set[tuple[str, str]] = set()
+    for name in counts:
+        others = [o for o in by_lower if o != name.lower()]
+        for match in difflib.get_close_matches(name.lower(), others, n=3, cutoff=cutoff):
+            for other in by_lower[match]:
+                pairs.add(tuple(sorted((name, other))))
+        pairs.update(tuple(sorted((name, o))) for o in by_lower[name.lower()] if o != name)
+    if pairs:
+        text = "; ".join(
+            f"{a!r} ({counts[a]} images) ~ {b!r} ({counts[b]} images)" for a, b in sorted(pairs)
+        )
+        logger.warning(
+            "Label names in %s that look like typos of each other: %s. Each is its own class now; "
+            "fix the file, or pass label_names to fix the set of classes.",
+            source,
+            text,
+        )

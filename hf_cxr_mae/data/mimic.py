@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from datasets import DatasetDict
 
 from .chexpert import label_set
-from .core import DataValidationError, raise_or_skip, read_csv, to_dataset
+from .core import (
+    DataValidationError,
+    Problem,
+    build_splits,
+    csv_where,
+    drop_duplicates,
+    raise_or_skip,
+)
+from .files import read_csv
 from .labels import check_policy, parse_label_rows
 
 _SPLITS = {"train": "train", "validate": "validation", "test": "test"}
+
+
+def _with_lines(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    return frame.assign(where=[csv_where(path, i) for i in range(len(frame))])
 
 
 def load_mimic_cxr(
@@ -24,32 +37,65 @@ def load_mimic_cxr(
     on_bad: str = "raise",
 ) -> DatasetDict:
     """Splits from ``{prefix}-split.csv``, study labels from ``{prefix}-{labeler}.csv``, views from
-    ``{prefix}-metadata.csv``; images at ``files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg``."""
+    ``{prefix}-metadata.csv``; images at ``files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg``. A row
+    repeated in any of the three files is kept once if the copies agree, else refused."""
     if labeler not in ("chexpert", "negbio"):
         raise ValueError(f"labeler must be 'chexpert' or 'negbio', got {labeler!r}.")
     check_policy(uncertainty)
     data_dir = Path(data_dir)
     names = label_set(findings)
-    split = read_csv(data_dir / f"{prefix}-split.csv", dtype=str)
-    meta = read_csv(data_dir / f"{prefix}-metadata.csv", dtype=str)
+    split_path = data_dir / f"{prefix}-split.csv"
+    meta_path = data_dir / f"{prefix}-metadata.csv"
     label_path = data_dir / f"{prefix}-{labeler}.csv"
+    split = read_csv(split_path, dtype=str)
+    meta = read_csv(meta_path, dtype=str)
     labels = read_csv(label_path, dtype=str, keep_default_na=False)
     for frame, cols, path in (
-        (split, {"dicom_id", "subject_id", "study_id", "split"}, f"{prefix}-split.csv"),
-        (meta, {"dicom_id", "ViewPosition"}, f"{prefix}-metadata.csv"),
-        (labels, {"subject_id", "study_id"}, label_path.name),
+        (split, {"dicom_id", "subject_id", "study_id", "split"}, split_path),
+        (meta, {"dicom_id", "ViewPosition"}, meta_path),
+        (labels, {"subject_id", "study_id"}, label_path),
     ):
         if missing := cols - set(frame.columns):
-            raise DataValidationError(f"{data_dir / path} lacks column(s) {sorted(missing)}.")
+            raise DataValidationError(f"{path} lacks column(s) {sorted(missing)}.")
     targets, problems = parse_label_rows(labels, label_path, names, uncertainty)
-    raise_or_skip(problems, on_bad, f"label cells in {label_path}")
-    labels = labels.assign(
-        labels=targets, where=[f"{label_path} line {i + 2}" for i in range(len(labels))]
+    bad = raise_or_skip(problems, on_bad, f"label cells in {label_path}")
+    labels = _with_lines(labels, label_path).assign(labels=targets)
+    studies = labels[["where", "subject_id", "study_id", "labels"]]
+    good = drop_duplicates(
+        studies[~studies["where"].isin(bad)],
+        ["subject_id", "study_id"],
+        on_bad,
+        f"label rows in {label_path}",
+    )
+    # A study whose label row was skipped is left out, not read as "nothing mentioned".
+    left_out = set(zip(studies["subject_id"], studies["study_id"], strict=True)) - set(
+        zip(good["subject_id"], good["study_id"], strict=True)
+    )
+    split = drop_duplicates(
+        _with_lines(split, split_path)[["where", "dicom_id", "subject_id", "study_id", "split"]],
+        "dicom_id",
+        on_bad,
+        f"rows in {split_path}",
+    )
+    # A split value we do not know would silently drop its images: name the rows instead.
+    unknown = [
+        Problem(w, f"split {v!r} is not one of {sorted(_SPLITS)}")
+        for w, v in zip(split["where"], split["split"], strict=True)
+        if v not in _SPLITS
+    ]
+    split = split[~split["where"].isin(raise_or_skip(unknown, on_bad, f"rows in {split_path}"))]
+    meta = drop_duplicates(
+        _with_lines(meta, meta_path)[["where", "dicom_id", "ViewPosition"]],
+        "dicom_id",
+        on_bad,
+        f"rows in {meta_path}",
     )
     merged = split.merge(meta[["dicom_id", "ViewPosition"]], on="dicom_id", how="left")
     merged = merged.merge(
-        labels[["subject_id", "study_id", "labels"]], on=["subject_id", "study_id"], how="left"
+        good[["subject_id", "study_id", "labels"]], on=["subject_id", "study_id"], how="left"
     )
+    keys = zip(merged["subject_id"], merged["study_id"], strict=True)
+    merged = merged[[k not in left_out for k in keys]]
     # Studies without a label row have no findings mentioned: all targets 0 (as a blank row).
     merged["labels"] = [v if isinstance(v, list) else [0.0] * len(names) for v in merged["labels"]]
     merged = merged[merged["ViewPosition"].isin(list(views))]
@@ -59,12 +105,14 @@ def load_mimic_cxr(
             merged["subject_id"], merged["study_id"], merged["dicom_id"], strict=True
         )
     ]
-    merged["where"] = [f"{prefix}-split.csv dicom_id {d}" for d in merged["dicom_id"]]
+    merged["where"] = [
+        f"{w} (dicom_id {d})" for w, d in zip(merged["where"], merged["dicom_id"], strict=True)
+    ]
     merged = merged.rename(columns={"subject_id": "patient_id", "ViewPosition": "view"})
+    parts = {
+        name: merged[merged["split"] == raw].reset_index(drop=True)
+        for raw, name in _SPLITS.items()
+        if (merged["split"] == raw).any()
+    }
     kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
-    out = {}
-    for raw, name in _SPLITS.items():
-        part = merged[merged["split"] == raw]
-        if len(part):
-            out[name] = to_dataset(part.reset_index(drop=True), data_dir, **kwargs)
-    return DatasetDict(out)
+    return DatasetDict(build_splits(parts, data_dir, str(split_path), **kwargs))

@@ -11,12 +11,13 @@ from datasets import DatasetDict
 from .core import (
     DataValidationError,
     Problem,
+    build_splits,
     csv_where,
+    drop_duplicates,
     patient_split,
     raise_or_skip,
-    read_csv,
-    to_dataset,
 )
+from .files import read_csv, read_list
 from .labels import NIH14_LABELS
 
 NO_FINDING = "No Finding"
@@ -51,8 +52,7 @@ def _read_list(path: Path) -> list[tuple[str, str]]:
             f"Official list file not found: {path}. NIH ChestX-ray14 ships train_val_list.txt and "
             "test_list.txt; point data_dir at the folder holding them."
         )
-    lines = path.read_text().splitlines()
-    return [(f"{path} line {i + 1}", line.strip()) for i, line in enumerate(lines) if line.strip()]
+    return read_list(path)
 
 
 def load_nih14(
@@ -109,34 +109,39 @@ def load_nih14(
                 "view": row["View Position"],
             }
         )
-    raise_or_skip(problems, on_bad, f"rows in {csv_path}")
-    records = pd.DataFrame(rows)
+    skipped = raise_or_skip(problems, on_bad, f"rows in {csv_path}")
+    if not rows:
+        raise DataValidationError(
+            f"no usable rows in {csv_path}: all {len(skipped)} were left out as bad (see the "
+            "warnings above)."
+        )
+    # The same Image Index twice: once is kept if the rows agree, else both lines are named.
+    records = drop_duplicates(pd.DataFrame(rows), "name", on_bad, f"rows in {csv_path}")
     if views is not None:
         records = records[records["view"].isin(views)]
     # The official lists must name images that exist in the label file.
     by_name = {n: i for i, n in enumerate(records["name"])}
     known = set(frame["Image Index"])
-    split_rows: dict[str, list[int]] = {}
+    parts: dict[str, pd.DataFrame] = {}
     list_problems: list[Problem] = []
     for split, list_name in (("train_val", train_list), ("test", test_list)):
-        picked = []
+        picked, listed_at = [], []
         for where, name in _read_list(data_dir / list_name):
             if name in by_name:
                 picked.append(by_name[name])
+                listed_at.append(where)
             elif name not in known:
                 list_problems.append(Problem(where, f"{name} is not in {label_file}"))
             elif name not in index:
                 list_problems.append(Problem(where, f"{name} does not exist under {data_dir}"))
-        split_rows[split] = picked
-    raise_or_skip(list_problems, on_bad, "list entries")
-    overlap = set(split_rows["train_val"]) & set(split_rows["test"])
-    if overlap:
-        names = sorted(records["name"].iloc[list(overlap)])[:5]
-        raise DataValidationError(
-            f"{len(overlap)} images are in both {train_list} and {test_list}, e.g. {names}."
+        part = records.iloc[picked]
+        # Each list entry is its own row: an image in both lists is named by both lines.
+        parts[split] = part.assign(
+            where=[f"{w} ({at})" for w, at in zip(part["where"], listed_at, strict=True)]
         )
+    raise_or_skip(list_problems, on_bad, "list entries")
     kwargs = {"label_names": NIH14_LABELS, "check_images": check_images, "on_bad": on_bad}
-    train_val = to_dataset(records.iloc[split_rows["train_val"]], data_dir, **kwargs)
-    test = to_dataset(records.iloc[split_rows["test"]], data_dir, **kwargs)
-    train, validation = patient_split(train_val, validation_size, seed)
-    return DatasetDict(train=train, validation=validation, test=test)
+    source = f"{csv_path} with {train_list} and {test_list}"
+    built = build_splits(parts, data_dir, source, **kwargs)
+    train, validation = patient_split(built["train_val"], validation_size, seed)
+    return DatasetDict(train=train, validation=validation, test=built["test"])
