@@ -2,9 +2,10 @@
 
 Sources: the official medical_mae pre-training checkpoint (``MaskedAutoencoderViT`` keys), its
 fine-tuned classifiers (timm ``VisionTransformer`` with ``fc_norm`` + ``head``, or ``norm`` and the
-cls token), and timm-format safetensors of the same models. The architecture is read from tensor
-shapes; every source key is used or the conversion fails naming it; the converted model is
-checked by a forward pass before anything is written.
+cls token), and timm-format safetensors of the same models, whatever the file's suffix (its format
+and declared sizes are checked first, in ``checkpoint_files``). The architecture is read from
+tensor shapes; a tensor that does not fit it, or a source key that is not used, fails the
+conversion naming it; the converted model is checked by a forward pass before anything is written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .checkpoint_files import CheckpointError, checkpoint_format
 
 # timm block sub-module -> transformers (ViTMAE / BEiT share these names in 5.x).
 _BLOCK_MAP = {
@@ -49,11 +52,14 @@ def _split_block_key(
     return {f"{base}{_BLOCK_MAP[module]}.{kind}": value}
 
 
-def timm_vit_to_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def timm_vit_to_classifier(
+    state_dict: dict[str, torch.Tensor], origin: dict[str, str] | None = None
+) -> dict[str, torch.Tensor]:
     """A timm ``VisionTransformer`` state dict (MAE fine-tuned) -> ``BeitForImageClassification`` keys.
 
     ``fc_norm`` (global-pool head) maps to the mean-pooling norm, ``norm`` (cls-token head) to the
-    final norm. Raises ``KeyError`` naming any key it does not know.
+    final norm. Raises ``KeyError`` naming any key it does not know. ``origin``, when given, is
+    filled with the source key of each output key.
     """
     fixed = {
         "cls_token": "beit.embeddings.cls_token",
@@ -70,15 +76,21 @@ def timm_vit_to_classifier(state_dict: dict[str, torch.Tensor]) -> dict[str, tor
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key in fixed:
-            out[fixed[key]] = value
+            piece = {fixed[key]: value}
         else:
             # BEiT has no key bias; dropping it is exact (softmax ignores a per-query constant).
-            out.update(_split_block_key(key, value, "beit.layers.", keep_k_bias=False))
+            piece = _split_block_key(key, value, "beit.layers.", keep_k_bias=False)
+        out.update(piece)
+        if origin is not None:
+            origin.update(dict.fromkeys(piece, key))
     return out
 
 
-def official_mae_to_ours(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official ``MaskedAutoencoderViT`` keys -> ``CXRMAEForPreTraining`` state-dict keys."""
+def official_mae_to_ours(
+    state_dict: dict[str, torch.Tensor], origin: dict[str, str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Official ``MaskedAutoencoderViT`` keys -> ``CXRMAEForPreTraining`` state-dict keys
+    (``origin`` as in ``timm_vit_to_classifier``)."""
     fixed = {
         "cls_token": "vit.embeddings.cls_token",
         "pos_embed": "vit.embeddings.position_embeddings",
@@ -98,43 +110,57 @@ def official_mae_to_ours(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key in fixed:
-            out[fixed[key]] = value
+            piece = {fixed[key]: value}
         elif key.startswith("decoder_blocks."):
-            out.update(_split_block_key(key, value, "decoder.decoder_layers.", keep_k_bias=True))
+            piece = _split_block_key(key, value, "decoder.decoder_layers.", keep_k_bias=True)
         else:
-            out.update(_split_block_key(key, value, "vit.layers.", keep_k_bias=True))
+            piece = _split_block_key(key, value, "vit.layers.", keep_k_bias=True)
+        out.update(piece)
+        if origin is not None:
+            origin.update(dict.fromkeys(piece, key))
     return out
 
 
 def load_source(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.pth`` / ``.pt`` / ``.bin`` (``torch.load(weights_only=True)``, plus
-    ``argparse.Namespace`` for the ``args`` entry of training dictionaries) or
-    ``.safetensors`` file; the ``model`` / ``state_dict`` entry of a training dictionary."""
+    """Tensors of a PyTorch (``torch.load(weights_only=True)``, plus ``argparse.Namespace`` for
+    the ``args`` entry of training dictionaries) or safetensors file, whatever its suffix; the
+    ``model`` / ``state_dict`` entry of a training dictionary."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a folder; give the checkpoint file (.pth / .safetensors) inside it."
+        )
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}.")
-    if path.suffix == ".safetensors":
+    if checkpoint_format(path) == "safetensors":
         from safetensors.torch import load_file
 
         return load_file(path)
     try:
         # MAE-style training dictionaries hold {'args': argparse.Namespace}: a plain attribute
         # container that runs no code when unpickled; it is the only class allowed beyond tensors.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+        # An open file, not the path: torch.load picks a reader by suffix (".safetensors").
+        with torch.serialization.safe_globals([argparse.Namespace]), path.open("rb") as file:
+            data = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(
+        if "Unsupported global" not in str(err) and "Weights only load failed" not in str(err):
+            raise CheckpointError(f"{path}: a corrupt PyTorch checkpoint ({err}).") from err
+        raise CheckpointError(
             f"{path} needs arbitrary unpickling (it holds Python objects beyond tensors), which can run "
             "code: refused. Re-save its state dict with torch.save(state_dict) or as safetensors."
         ) from err
+    except (RuntimeError, EOFError) as err:
+        raise CheckpointError(f"{path}: a corrupt PyTorch checkpoint ({err}).") from err
     if isinstance(data, dict):
         for key in ("model", "state_dict", "model_state"):
             if isinstance(data.get(key), dict):
                 data = data[key]
                 break
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a dictionary of tensors.")
     tensors = {k.removeprefix("module."): v for k, v in data.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError(f"{path} holds no tensors (keys: {list(data)[:10]}).")
+        raise CheckpointError(f"{path} holds no tensors (keys: {list(data)[:10]}).")
     return tensors
 
 
@@ -142,11 +168,62 @@ def _count(prefix: str, state: dict[str, torch.Tensor]) -> int:
     return len({int(m.group(1)) for k in state if (m := re.match(rf"^{prefix}\.(\d+)\.", k))})
 
 
+def _tensor(state: dict[str, torch.Tensor], key: str, ndim: int) -> torch.Tensor:
+    """``state[key]``, checked to exist with ``ndim`` dimensions (the architecture is read from it)."""
+    if key not in state:
+        raise CheckpointError(f"The checkpoint has no {key!r}, needed to read the architecture.")
+    if state[key].ndim != ndim:
+        raise CheckpointError(
+            f"{key} has shape {tuple(state[key].shape)}; a ViT checkpoint has {ndim} dimensions there."
+        )
+    return state[key]
+
+
+def check_shapes(
+    model: torch.nn.Module, mapped: dict[str, torch.Tensor], origin: dict[str, str], what: str
+) -> None:
+    """Every converted tensor has the shape the architecture read from the checkpoint needs;
+    otherwise one sentence per source key: expected and found shape."""
+    expected = model.state_dict()
+    wrong: dict[str, str] = {}
+    for key, value in mapped.items():
+        if key in expected and expected[key].shape != value.shape:
+            source_key = origin.get(key, key)
+            # A fused qkv tensor is checked through its q / k / v parts: say which part.
+            part = (
+                f" (its {key.split('.')[-2]} part)"
+                if source_key.endswith(("qkv.weight", "qkv.bias"))
+                else ""
+            )
+            wrong.setdefault(
+                source_key,
+                f"{source_key}{part}: expected shape {tuple(expected[key].shape)}, "
+                f"found {tuple(value.shape)}",
+            )
+    if wrong:
+        lines = list(wrong.values())
+        raise CheckpointError(
+            f"{len(lines)} tensor(s) do not fit the architecture read from patch_embed, pos_embed "
+            f"and blocks.0 ({what}):\n  " + "\n  ".join(lines[:20])
+        )
+
+
 def infer_encoder(state: dict[str, torch.Tensor], num_heads: int | None = None) -> dict[str, Any]:
     """Encoder fields from tensor shapes (heads from the 64-wide head convention unless given)."""
-    proj = state["patch_embed.proj.weight"]
+    proj = _tensor(state, "patch_embed.proj.weight", 4)
     hidden, channels, patch = proj.shape[0], proj.shape[1], proj.shape[2]
-    grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)
+    if proj.shape[3] != patch:
+        raise CheckpointError(
+            f"patch_embed.proj.weight has non-square patches {tuple(proj.shape)}."
+        )
+    tokens = _tensor(state, "pos_embed", 3).shape[1] - 1
+    grid = round(tokens**0.5)
+    if grid * grid != tokens:
+        raise CheckpointError(
+            f"pos_embed has {tokens} patch positions (+1 cls), not a square grid: shape "
+            f"{tuple(state['pos_embed'].shape)}."
+        )
+    _tensor(state, "blocks.0.mlp.fc1.weight", 2)
     return {
         "hidden_size": hidden,
         "num_hidden_layers": _count("blocks", state),
@@ -202,31 +279,41 @@ def convert_checkpoint(
         raise ValueError(
             f"{source} is not a ViT checkpoint (no patch_embed / pos_embed): keys {sorted(state)[:8]}..."
         )
-    fields = infer_encoder(state, num_heads)
-    if "decoder_embed.weight" in state:
-        kind = "mae"
-        config = CXRMAEConfig(
-            **fields,
-            decoder_hidden_size=state["decoder_embed.weight"].shape[0],
-            decoder_num_hidden_layers=_count("decoder_blocks", state),
-            decoder_num_attention_heads=decoder_num_heads,
-            decoder_intermediate_size=state["decoder_blocks.0.mlp.fc1.weight"].shape[0],
-        )
-        model = CXRMAEForPreTraining(config)
-        mapped = official_mae_to_ours(state)
-    elif "head.weight" in state:
-        kind = "classifier"
-        pooling = "mean" if "fc_norm.weight" in state else "cls"
-        names = resolve_labels(labels, state["head.weight"].shape[0])
-        config = CXRClassifierConfig(
-            **fields, pooling=pooling, id2label=dict(enumerate(names)), problem_type=problem_type
-        )
-        model = CXRViTForImageClassification(config)
-        mapped = timm_vit_to_classifier(state)
-    else:
-        raise ValueError(
-            f"{source}: neither an MAE (decoder_embed) nor a classifier (head) checkpoint."
-        )
+    try:
+        fields = infer_encoder(state, num_heads)
+        origin: dict[str, str] = {}
+        if "decoder_embed.weight" in state:
+            kind = "mae"
+            config = CXRMAEConfig(
+                **fields,
+                decoder_hidden_size=_tensor(state, "decoder_embed.weight", 2).shape[0],
+                decoder_num_hidden_layers=_count("decoder_blocks", state),
+                decoder_num_attention_heads=decoder_num_heads,
+                decoder_intermediate_size=_tensor(
+                    state, "decoder_blocks.0.mlp.fc1.weight", 2
+                ).shape[0],
+            )
+            model = CXRMAEForPreTraining(config)
+            mapped = official_mae_to_ours(state, origin)
+        elif "head.weight" in state:
+            kind = "classifier"
+            pooling = "mean" if "fc_norm.weight" in state else "cls"
+            names = resolve_labels(labels, _tensor(state, "head.weight", 2).shape[0])
+            config = CXRClassifierConfig(
+                **fields,
+                pooling=pooling,
+                id2label=dict(enumerate(names)),
+                problem_type=problem_type,
+            )
+            model = CXRViTForImageClassification(config)
+            mapped = timm_vit_to_classifier(state, origin)
+        else:
+            raise ValueError(
+                f"{source}: neither an MAE (decoder_embed) nor a classifier (head) checkpoint."
+            )
+        check_shapes(model, mapped, origin, _summary(fields))
+    except CheckpointError as err:  # name the file once, in front
+        raise CheckpointError(f"{source}: {err}") from err
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -238,6 +325,13 @@ def convert_checkpoint(
     build_image_processor(model.config).save_pretrained(out)
     write_conversion_card(out, model.config, kind, Path(source).name)
     return model
+
+
+def _summary(fields: dict[str, Any]) -> str:
+    return (
+        f"width {fields['hidden_size']}, {fields['num_hidden_layers']} blocks, MLP "
+        f"{fields['intermediate_size']}, patch {fields['patch_size']}, {fields['image_size']} px"
+    )
 
 
 def _check_forward(

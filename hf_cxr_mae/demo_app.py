@@ -10,13 +10,15 @@ readable message in the page; the app keeps running.
 from __future__ import annotations
 
 import logging
+import re
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from .data.images import read_xray
+from .data.images import DICOM_SUFFIXES, dicom_size, read_xray
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +26,64 @@ DISCLAIMER = (
     "**Research demo. Not a medical device: do not use it for diagnosis, triage or any clinical "
     "decision.** Images are processed in memory and not stored."
 )
-MAX_PIXELS = (
-    64_000_000  # larger uploads are refused with a message (decoding them would stall the page)
-)
+# Larger or stranger uploads are refused with a message, from the header, before decoding:
+# decoding them would stall the page, and a thin strip resizes to an empty image.
+MAX_PIXELS = 64_000_000
+MAX_ASPECT = 10  # long side / short side; chest radiographs are close to square
 MAX_BYTES = 200 * 2**20
+DEMO_NOTICE = (
+    "⚠️ **DEMO model: trained on synthetic images (the built-in DEMO data), not on X-rays.** "
+    "Its probabilities say nothing about real findings."
+)
+
+
+class UploadRefused(ValueError):
+    """An upload the page will not analyse; the message is shown as it is."""
+
+
+def header_size(file: Path) -> tuple[int, int]:
+    """(width, height) read from the header only: DICOM Rows / Columns, or PIL's lazy open."""
+    if file.suffix.lower() in DICOM_SUFFIXES:
+        return dicom_size(file)
+    with Image.open(file) as header:
+        return header.size
+
+
+def check_size(name: str, width: int, height: int) -> None:
+    """Refuse empty, over-large or extremely elongated images, in words."""
+    if width <= 0 or height <= 0:
+        raise UploadRefused(f"{name} declares an empty image ({width}x{height} pixels).")
+    if width * height > MAX_PIXELS:
+        raise UploadRefused(
+            f"{name} is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT:
+        raise UploadRefused(
+            f"{name} is {width}x{height} pixels, an aspect ratio of {ratio:.0f}:1; chest X-rays "
+            f"are close to square (the limit is {MAX_ASPECT}:1)."
+        )
+
+
+def _card_text(model_id: str | PathLike) -> str | None:
+    """The model card (README.md) of a folder or Hub repo, or None when there is none."""
+    local = Path(model_id)
+    if local.is_dir():
+        card = local / "README.md"
+        return card.read_text(encoding="utf-8", errors="replace") if card.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(str(model_id), "README.md")).read_text(encoding="utf-8")
+    except Exception:  # offline, no card, private repo: the page just shows no notice
+        logger.info("No model card found for %s", model_id)
+        return None
+
+
+def trained_on_demo_data(model_id: str | PathLike) -> bool:
+    """Whether the model card's 'training data' row names the built-in DEMO (synthetic) data."""
+    card = _card_text(model_id)
+    return card is not None and bool(re.search(r"^\|\s*training data\s*\|.*\bDEMO\b", card, re.M))
 
 
 class Analyzer:
@@ -42,6 +98,7 @@ class Analyzer:
         self.settings = data_settings(self.model)
         self.fast = fast_classifier(self.model)
         self.names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.demo_data = trained_on_demo_data(model_id)
         self.mae = None
         if mae_id:
             from .modeling import CXRMAEForPreTraining
@@ -50,22 +107,19 @@ class Analyzer:
 
     def _read(self, path: str | None) -> Image.Image:
         if not path:
-            raise ValueError("Upload an image first (PNG, JPEG or DICOM).")
+            raise UploadRefused("Upload an image first (PNG, JPEG or DICOM).")
         file = Path(path)
         size = file.stat().st_size
         if size == 0:
-            raise ValueError(f"{file.name} is empty.")
+            raise UploadRefused(f"{file.name} is empty.")
         if size > MAX_BYTES:
-            raise ValueError(
+            raise UploadRefused(
                 f"{file.name} is {size / 2**20:.0f} MB; the limit is {MAX_BYTES // 2**20} MB."
             )
-        if file.suffix.lower() not in (".dcm", ".dicom"):
-            with Image.open(file) as header:  # header only: refuse huge images before decoding them
-                if header.width * header.height > MAX_PIXELS:
-                    raise ValueError(
-                        f"{file.name} is {header.width}x{header.height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
-                    )
-        return read_xray(file)
+        check_size(file.name, *header_size(file))
+        image = read_xray(file)
+        check_size(file.name, *image.size)  # in case the header and the pixels disagree
+        return image
 
     def analyze(self, path: str | None, mask_ratio: float = 0.75) -> tuple[Any, Any, Any, str]:
         """(probabilities, heatmap, reconstruction, status message) for the page."""
@@ -77,9 +131,7 @@ class Analyzer:
         except Exception as err:
             name = Path(path).name if path else "the upload"
             message = (
-                str(err)
-                if isinstance(err, ValueError) and "Upload" in str(err)
-                else f"Could not read {name}: {err}"
+                str(err) if isinstance(err, UploadRefused) else f"Could not read {name}: {err}"
             )
             return None, None, None, f"⚠️ {message}"
         pixels = create_transform(self.settings, "eval")(image)[None].expand(
@@ -100,6 +152,8 @@ class Analyzer:
         if self.mae is not None:
             recon = self.reconstruction(image, mask_ratio)
         status = f"Heatmap: Grad-CAM for **{top}** (last transformer block). Image {image.width}x{image.height}."
+        if self.demo_data:
+            status = f"{DEMO_NOTICE}\n\n{status}"
         return scores, heat, recon, status
 
     def reconstruction(self, image: Image.Image, mask_ratio: float) -> Image.Image:
@@ -167,10 +221,13 @@ def build_demo(model_id: str, mae_id: str | None = None):
                 )
             with gr.Column(scale=1):
                 findings = gr.Label(
-                    label="Probability per finding",
+                    label="Probability per finding"
+                    + (" (DEMO model, synthetic training data)" if analyzer.demo_data else ""),
                     num_top_classes=len(analyzer.names),
                     elem_id="findings",
                 )
+                if analyzer.demo_data:
+                    gr.Markdown(DEMO_NOTICE, elem_id="demo-notice")
                 heatmap = gr.Image(label="Heatmap (top finding)", type="pil", elem_id="heatmap")
         recon = gr.Image(
             label="MAE reconstruction: original | masked | reconstruction | visible + recon.",
