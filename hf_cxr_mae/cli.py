@@ -164,23 +164,32 @@ def convert(args: argparse.Namespace) -> None:
     """An official / timm checkpoint -> a native folder (model, image processor, card)."""
     from .convert import convert_checkpoint
 
-    model = convert_checkpoint(
-        args.source,
-        args.output_dir,
-        labels=args.labels,
-        num_heads=args.num_heads,
-        decoder_num_heads=args.decoder_num_heads,
-        problem_type=args.problem_type,
-    )
+    try:
+        model = convert_checkpoint(
+            args.source,
+            args.output_dir,
+            labels=args.labels,
+            num_heads=args.num_heads,
+            decoder_num_heads=args.decoder_num_heads,
+            problem_type=args.problem_type,
+        )
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        # Bad input, said in words by convert: no traceback. (KeyError's str() adds quotes.)
+        raise SystemExit(f"convert: {err.args[0] if isinstance(err, KeyError) else err}") from err
     print(
         f"wrote {type(model).__name__.removeprefix('CXR')} ({model.config.model_type}) to {args.output_dir}"
     )
 
 
 def push(args: argparse.Namespace) -> None:
-    """Upload a model folder to the Hub (with retries); exit code 1 when it could not."""
-    from .hub import push_folder
+    """Upload a model folder to the Hub (with retries); exit code 1 when it could not. A folder
+    that does not exist or holds no model files is refused at once, before any network call."""
+    from .hub import check_push_folder, push_folder
 
+    try:
+        check_push_folder(args.folder)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"push: {err}") from err
     url = push_folder(
         args.folder,
         args.repo_id,

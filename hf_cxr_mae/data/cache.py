@@ -7,7 +7,8 @@ raw uint8 pixels (``pixels``, ``height``, ``width``) with every other column. Al
 it directly (see ``transforms.example_image``). It is written with ``save_to_disk`` under a key
 made of the content (paths, file sizes and times, labels) and the settings, so a later run with the
 same data reuses it, and a crash mid-build never leaves a half cache behind (written to a temporary
-folder, then renamed).
+``.building-<host>-<pid>-*`` folder, then renamed; the next build removes the folders of builds
+whose process died).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import io
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,43 @@ def default_cache_dir() -> Path:
     from huggingface_hub.constants import HF_HOME
 
     return Path(HF_HOME) / "hf_cxr_mae" / "pixel_cache"
+
+
+_BUILDING = ".building-"
+# Build folders of older versions carry no owner; one untouched this long is abandoned.
+_UNOWNED_STALE_SECONDS = 24 * 3600
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_builds(root: Path) -> list[Path]:
+    """Delete the build folders of builds that died (``kill -9``, out of memory); return them.
+
+    A build folder is named ``.building-<host>-<pid>-<random>``: it is stale when that process no
+    longer runs on this host. Builds by live processes (other DDP ranks, other jobs) and builds
+    on other hosts (a shared file system) are left alone.
+    """
+    host = socket.gethostname()
+    removed = []
+    for folder in root.glob(f"{_BUILDING}*"):
+        owner = folder.name[len(_BUILDING) :].rsplit("-", 2)
+        if len(owner) == 3 and owner[1].isdigit():
+            stale = owner[0] == host and not _process_alive(int(owner[1]))
+        else:
+            stale = time.time() - folder.stat().st_mtime > _UNOWNED_STALE_SECONDS
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            logger.warning("Removed %s, left by a pixel-cache build that was killed.", folder)
+    return removed
 
 
 def _cache_key(dataset: Dataset, size: int) -> str:
@@ -87,11 +127,14 @@ def build_cache(
         raise ValueError(f"Nothing to cache: no 'image' column (columns: {data.column_names}).")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / f"{_cache_key(data, size)}-{size}"
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(root)
     if (target / "dataset_info.json").is_file():
         logger.info("Reusing pixel cache %s", target)
         return load_from_disk(str(target))
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    work = Path(
+        tempfile.mkdtemp(prefix=f"{_BUILDING}{socket.gethostname()}-{os.getpid()}-", dir=root)
+    )
     try:
         features = Features({k: v for k, v in data.features.items() if k != "image"})
         features.update(

@@ -11,18 +11,21 @@ model config. ``batch_transform`` plugs them into ``Dataset.set_transform`` for 
 
 from __future__ import annotations
 
+import io
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
+from datasets import Image as DatasetsImage
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..processing import eval_resize_size
-from .images import to_grayscale
+from .images import read_xray, to_grayscale
 
 MODES = ("pretrain", "train", "eval")
 BICUBIC = InterpolationMode.BICUBIC
@@ -118,36 +121,91 @@ def ten_crop_transform(
 
 
 def example_image(batch: dict[str, list], i: int) -> Image.Image | np.ndarray:
-    """Row ``i`` of a batch as an image: a PIL image (raw) or an HxW uint8 array (cache)."""
+    """Row ``i`` of a batch as an image: a PIL image (raw) or an HxW uint8 array (cache).
+
+    An undecoded ``image`` (``{"path", "bytes"}``, see ``undecoded_images``) is read here, so that a
+    file that fails to decode is reported with its path and row, not as a bare ``OSError``.
+    """
     if "pixels" in batch:
         return np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(
             batch["height"][i], batch["width"][i]
         )
-    return batch["image"][i]
+    item = batch["image"][i]
+    if not isinstance(item, dict):
+        return item
+    source = item["path"] if item.get("bytes") is None else io.BytesIO(item["bytes"])
+    try:
+        return read_xray(source)
+    except Exception as err:
+        raise ValueError(f"Cannot decode {describe_row(batch, i)}: {err}") from err
+
+
+def describe_row(batch: dict[str, list], i: int) -> str:
+    """Row ``i`` in words for error messages: its file, ``image_id`` and dataset row."""
+    item = batch.get("image", [None] * (i + 1))[i]
+    path = item.get("path") if isinstance(item, dict) else getattr(item, "filename", None)
+    parts = [f"image {path}" if path else "an embedded image"]
+    if "image_id" in batch:
+        parts.append(f"image_id {batch['image_id'][i]!r}")
+    if "row_id" in batch:
+        parts.append(f"dataset row {batch['row_id'][i]}")
+    return ", ".join(parts)
+
+
+def undecoded_images(dataset):
+    """The dataset with its ``image`` column left undecoded (``{"path", "bytes"}``).
+
+    ``example_image`` then reads each file itself and names the file and row of any decode error
+    (``datasets`` would raise a bare ``OSError: image file is truncated`` inside the training
+    loop). Datasets without an ``image`` column (the pixel cache) are returned as they are.
+    """
+    feature = dataset.features.get("image")
+    if isinstance(feature, DatasetsImage) and feature.decode:
+        return dataset.cast_column("image", DatasetsImage(decode=False))
+    return dataset
+
+
+@contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed torch's CPU, Python's ``random`` and NumPy's global RNGs from ``seed`` for the block,
+    then put all three back as they were.
+
+    Library transforms draw from these global states (torchvision: torch; timm's RandAugment:
+    ``random`` and ``np.random.choice``; timm's RandomErasing: ``random`` and torch), so seeding
+    all three makes every draw a function of ``seed`` alone.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed % 2**63)
+        random.seed(seed)
+        # Legacy NumPy seeds take 32-bit words: spread the whole seed over several of them.
+        np.random.seed(np.random.SeedSequence(seed).generate_state(4))
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 class AugmentationSeeds:
     """Seeds augmentation per sample from (base seed, epoch, ``row_id``).
 
-    Each sample's random crop, flip and RandAugment then depend on nothing else: not on the
-    number of data workers, not on what the model drew in between, and a resumed run draws
-    exactly what an uninterrupted one would. The global RNGs are left untouched. A Trainer
+    Each sample's random crop, flip, RandAugment and random erasing then depend on nothing else:
+    not on the number of data workers, not on what the model drew in between, and a resumed run
+    draws exactly what an uninterrupted one would. The global RNGs are left untouched. A Trainer
     callback (``EpochCallback``) keeps ``epoch`` current.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed, self.epoch = seed, 0
 
+    def sample_seed(self, row_id: int) -> int:
+        """The seed of one sample's augmentation this epoch (non-negative)."""
+        return ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(row_id)) % 2**64
+
     def __call__(self, row_id: int, fn: Callable[[Any], torch.Tensor], image: Any) -> torch.Tensor:
-        sample_seed = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(row_id)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed % (2**63))
-            state = random.getstate()
-            random.seed(sample_seed)
-            try:
-                return fn(image)
-            finally:
-                random.setstate(state)
+        with seeded_global_rngs(self.sample_seed(row_id)):
+            return fn(image)
 
 
 def batch_transform(
@@ -158,18 +216,20 @@ def batch_transform(
     """A ``set_transform`` function: rows -> ``pixel_values`` (1,H,W) and ``labels`` tensors.
 
     Multi-label struct labels become float vectors in ``label_names`` order; ``ClassLabel``
-    labels stay class indices. With ``seeds``, rows need a ``row_id`` column (``with_row_ids``).
+    labels stay class indices. With ``seeds``, rows need a ``row_id`` column (``with_row_ids``)
+    and each output row carries its ``aug_seed``, from which ``CXRCollator`` seeds mixup / CutMix.
     """
 
     def apply(batch: dict[str, list]) -> dict[str, list]:
         n = len(batch["pixels"] if "pixels" in batch else batch["image"])
+        out: dict[str, list] = {}
         if seeds is None:
-            pixels = [transform(example_image(batch, i)) for i in range(n)]
+            out["pixel_values"] = [transform(example_image(batch, i)) for i in range(n)]
         else:
-            pixels = [
+            out["aug_seed"] = [seeds.sample_seed(row_id) for row_id in batch["row_id"]]
+            out["pixel_values"] = [
                 seeds(batch["row_id"][i], transform, example_image(batch, i)) for i in range(n)
             ]
-        out: dict[str, list] = {"pixel_values": pixels}
         if "labels" in batch and label_names is not None:
             out["labels"] = [
                 torch.tensor([row[name] for name in label_names]) for row in batch["labels"]
@@ -191,8 +251,11 @@ def with_row_ids(dataset):
 class CXRCollator:
     """Stack examples; expand one channel to ``num_channels`` (a view, no copy).
 
-    ``mixup_alpha`` / ``cutmix_alpha`` > 0 mix pairs within the batch (images and their float
-    targets alike; multi-hot and one-hot both work), off by default as in the paper's recipe.
+    ``mixup_alpha`` / ``cutmix_alpha`` > 0 mix pairs within a training batch (images and their
+    float targets alike; multi-hot and one-hot both work), off by default as in the paper's
+    recipe. Only training rows are mixed: those carrying an ``aug_seed`` (``batch_transform`` with
+    seeds). The draws come from those seeds, so they do not depend on the data workers, on
+    prefetching or on where a run resumed. Evaluation batches (no ``aug_seed``) are never mixed.
     """
 
     def __init__(
@@ -209,30 +272,30 @@ class CXRCollator:
             num_classes,
         )
 
-    def __call__(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pixels = torch.stack([e["pixel_values"] for e in examples])
         batch = {"pixel_values": pixels}
         if "labels" in examples[0]:
             batch["labels"] = torch.stack([e["labels"] for e in examples])
-        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
-            batch = self._mix(batch)
+        seeds = [e["aug_seed"] for e in examples if "aug_seed" in e]
+        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and len(seeds) == len(examples):
+            batch = self._mix(batch, np.random.default_rng([int(s) for s in seeds]))
         if batch["pixel_values"].ndim == 4:  # (B, 1, H, W); ten-crop batches expand in the model
             batch["pixel_values"] = batch["pixel_values"].expand(-1, self.num_channels, -1, -1)
         return batch
 
-    def _mix(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _mix(
+        self, batch: dict[str, torch.Tensor], rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
         x = batch["pixel_values"].clone()
-        # torch's RNG (not numpy's): the Trainer saves and restores it with each checkpoint.
-        use_cutmix = self.cutmix_alpha > 0 and (
-            self.mixup_alpha <= 0 or torch.rand(()).item() < 0.5
-        )
+        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or rng.random() < 0.5)
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
-        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        lam = float(rng.beta(alpha, alpha))
         flipped = x.flip(0)
         if use_cutmix:
             h, w = x.shape[-2:]
             ch, cw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
-            cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
             y0, y1, x0, x1 = (
                 max(cy - ch // 2, 0),
                 min(cy + ch // 2, h),

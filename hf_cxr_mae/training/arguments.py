@@ -205,6 +205,12 @@ class CXRTrainingArguments(TrainingArguments):
     push_retries: int = field(
         default=4, metadata={"help": "Hub push attempts after the first, with exponential backoff."}
     )
+    push_timeout: float = field(
+        default=600.0,
+        metadata={
+            "help": "Seconds the end of a run waits for its Hub pushes (they run in the background)."
+        },
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={"help": "Gradient clipping norm; 0 = off (the paper's recipe does not clip)."},
@@ -225,6 +231,10 @@ class CXRTrainingArguments(TrainingArguments):
             )
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise ValueError(f"--layer_decay must be in (0, 1], got {self.layer_decay}.")
+        if self.push_retries < 0 or self.push_timeout < 0:
+            raise ValueError(
+                f"--push_retries and --push_timeout must be >= 0, got {self.push_retries}, {self.push_timeout}."
+            )
         if self.dataloader_persistent_workers and self.dataloader_num_workers > 0:
             # Seeded augmentation reads the epoch in each worker, which persistent workers would
             # never see change: every epoch would repeat the same crops.

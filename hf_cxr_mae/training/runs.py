@@ -1,12 +1,15 @@
 """What the recipes run: pre-training, fine-tuning, linear probing and evaluation.
 
 Each ``run_*`` is a straight line (transformers-examples style): check arguments and the
-checkpoint before reading any data, load data, build the model, set transforms, train, evaluate,
-save the model, its image processor and its card at the root of ``output_dir``.
+checkpoint before reading any data, load data (an empty training split is refused, an empty
+validation or test split skipped with a warning), build the model, set transforms, train, save
+the model, its image processor and its card at the root of ``output_dir`` (before anything that
+can fail after training), evaluate, then the card again with the metrics, and the push.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -25,7 +28,7 @@ from ..attention import use_fast_attention
 from ..configuration import CXRClassifierConfig, CXRMAEConfig
 from ..data import label_names, load_cxr_dataset, load_pretraining_dataset
 from ..data.cache import build_cache
-from ..data.core import patient_split
+from ..data.core import log_label_counts, patient_split
 from ..data.loading import SOURCES
 from ..data.transforms import (
     AugmentationSeeds,
@@ -33,8 +36,10 @@ from ..data.transforms import (
     batch_transform,
     create_transform,
     ten_crop_transform,
+    undecoded_images,
     with_row_ids,
 )
+from ..hub import BackgroundPusher
 from ..modeling import CXRMAEForPreTraining, CXRViTForImageClassification
 from ..processing import build_image_processor
 from .demo import make_demo_dataset
@@ -44,6 +49,7 @@ from .trainer import (
     EpochCallback,
     HubPushCallback,
     ReconstructionPreviewCallback,
+    checkpoint_problem,
     last_complete_checkpoint,
 )
 
@@ -57,20 +63,24 @@ def setup_logging(training_args) -> None:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     level = training_args.get_process_log_level()
-    logger.setLevel(level)
-    logging.getLogger("hf_cxr_mae.data").setLevel(level)
+    # Our own messages (label counts, resume, metrics) are INFO and must show by default on the
+    # main process; "passive" otherwise inherits transformers' WARNING verbosity and hides them.
+    ours = (
+        logging.INFO if training_args.should_log and training_args.log_level == "passive" else level
+    )
+    logger.setLevel(ours)
+    logging.getLogger("hf_cxr_mae.data").setLevel(ours)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
 
 
 def resolve_checkpoint(training_args) -> str | None:
-    """``--resume_from_checkpoint`` if given (must be complete), else the newest complete one."""
+    """``--resume_from_checkpoint`` if given (must be complete and readable), else the newest
+    complete and readable one in ``output_dir`` (corrupt newer ones are skipped with a warning)."""
     if training_args.resume_from_checkpoint:
         path = training_args.resume_from_checkpoint
-        if not (Path(path) / "trainer_state.json").is_file():
-            raise ValueError(
-                f"--resume_from_checkpoint {path} is not a complete checkpoint (no trainer_state.json)."
-            )
+        if problem := checkpoint_problem(path):
+            raise ValueError(f"--resume_from_checkpoint {path} cannot be resumed: {problem}.")
         return path
     if getattr(training_args, "auto_resume", True):
         found = last_complete_checkpoint(training_args.output_dir)
@@ -120,77 +130,127 @@ def _collator(config, data_args, num_classes: int | None = None) -> CXRCollator:
     return CXRCollator(config.num_channels, data_args.mixup, data_args.cutmix, num_classes)
 
 
-def _take_push(training_args) -> bool:
-    """We push ourselves (retries, never raising); the Trainer's own push is switched off."""
-    push = bool(training_args.push_to_hub)
-    training_args.push_to_hub = False
-    return push
+def _take_push(training_args) -> BackgroundPusher | None:
+    """Our own push (retries, never raising, on a background thread), or None; the Trainer's own
+    push is switched off. The token leaves ``training_args`` here, before the Trainer pickles them
+    into ``training_args.bin`` (at the root and in every checkpoint): only the pusher keeps it."""
+    token, training_args.hub_token = training_args.hub_token, None
+    push, training_args.push_to_hub = bool(training_args.push_to_hub), False
+    if not push:
+        return None
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    return BackgroundPusher(
+        repo_id, training_args.hub_private_repo, token, training_args.push_retries
+    )
 
 
-def _push_callbacks(push: bool, training_args) -> list:
+def _push_callbacks(pusher: BackgroundPusher | None, training_args) -> list:
     """A per-save push for ``--hub_strategy`` every_save / checkpoint / all_checkpoints."""
     strategy = str(getattr(training_args.hub_strategy, "value", training_args.hub_strategy))
-    if not push or strategy == "end":
+    if pusher is None or strategy == "end":
         return []
-    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
-    return [
-        HubPushCallback(
-            repo_id,
-            training_args.hub_private_repo,
-            training_args.hub_token,
-            training_args.push_retries,
+    return [HubPushCallback(pusher)]
+
+
+def drop_empty_splits(data: DatasetDict, source: str) -> DatasetDict:
+    """Refuse a missing or empty training split before anything trains; drop an empty
+    validation or test split with a warning (it would fail only after all the training)."""
+    if "train" not in data:
+        raise ValueError(f"{source} has no training split (got splits {sorted(data)}).")
+    if len(data["train"]) == 0:
+        raise ValueError(
+            f"The training split is empty (0 images) in {source}: nothing to train on."
         )
-    ]
+    for split in [k for k, v in data.items() if k != "train" and len(v) == 0]:
+        logger.warning(
+            "The %s split is empty (0 images) in %s: skipped, no %s evaluation.",
+            split, source, split,
+        )  # fmt: skip
+    return DatasetDict({k: v for k, v in data.items() if k == "train" or len(v) > 0})
+
+
+def without_validation(training_args) -> None:
+    """No validation split: no evaluation during training and no best-model selection (never on
+    test), with a warning; the final model is the last step's."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    if (
+        training_args.eval_strategy == IntervalStrategy.NO
+        and not training_args.load_best_model_at_end
+    ):
+        return
+    logger.warning(
+        "There is no validation data: evaluation during training and best-model selection are "
+        "off; the saved model is the last step's."
+    )
+    training_args.eval_strategy = IntervalStrategy.NO
+    training_args.load_best_model_at_end = False
+
+
+def _source_name(data_args) -> str:
+    if not data_args.dataset:
+        return "the DEMO data"
+    return ", ".join(
+        f"{n} at {d}" for n, d in zip(data_args.dataset, data_args.data_dir, strict=True)
+    )
+
+
+def _skipped_test(had_test: bool) -> dict[str, Any]:
+    """metrics.json (and the card) of a run whose test split was empty or absent."""
+    why = "the test split is empty" if had_test else "the dataset has no test split"
+    return {"split": None, "num_images": 0, "skipped": f"No test evaluation: {why}"}
+
+
+def _write_card(output_dir: str, card: dict[str, Any], arg_objects: tuple, training_args, pusher):
+    """README.md (the card) and training_args.json (scrubbed of secrets and local paths)."""
+    from ..hub import non_default_args, write_card, write_training_args
+
+    write_training_args(output_dir, *arg_objects)
+    write_card(
+        output_dir,
+        model_name=training_args.hub_model_id or Path(output_dir).name,
+        hyperparameters=non_default_args(*arg_objects),
+        repo_id=pusher.repo_id if pusher else None,
+        **card,
+    )
+
+
+def save_outputs(
+    trainer, model, processor, card: dict[str, Any], arg_objects: tuple, pusher, training_args
+) -> None:
+    """The trained model, its processor, card and arguments at the root of ``output_dir``, right
+    after training: nothing that runs later (evaluation, metrics, push) can lose them."""
+    if model is None:
+        trainer.save_model()  # the final (or best) model
+    elif trainer.is_world_process_zero():
+        model.save_pretrained(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        _write_card(training_args.output_dir, card, arg_objects, training_args, pusher)
 
 
 def publish(
-    output_dir: str, card: dict[str, Any], arg_objects: tuple, push: bool, training_args
+    output_dir: str, card: dict[str, Any], arg_objects: tuple, pusher, training_args
 ) -> None:
-    """Card, training_args.json and (when asked) the push, from the main process."""
-    from ..hub import non_default_args, push_folder, write_card, write_training_args
-
-    hub_id = training_args.hub_model_id
-    repo_id = (hub_id or Path(output_dir).name) if push else None
-    write_training_args(output_dir, *arg_objects)
-    name = hub_id or Path(output_dir).name
-    write_card(
-        output_dir,
-        model_name=name,
-        hyperparameters=non_default_args(*arg_objects),
-        repo_id=repo_id,
-        **card,
-    )
-    if push:
-        example = make_demo_dataset(num_train=1, num_validation=0, num_test=0, size=256)["train"][
-            0
-        ]["image"]
-        example.save(
-            Path(output_dir) / "example.png"
-        )  # the widget's example: synthetic, not a patient
-        push_folder(
-            output_dir,
-            repo_id,
-            private=training_args.hub_private_repo,
-            token=training_args.hub_token,
-            retries=training_args.push_retries,
-        )
+    """The card again (now with the metrics) and, when asked, the push; waits a bounded time for
+    the pushes still running in the background and logs how they went. Main process only."""
+    _write_card(output_dir, card, arg_objects, training_args, pusher)
+    if pusher is None:
+        return
+    example = make_demo_dataset(num_train=1, num_validation=0, num_test=0, size=256)["train"][0]
+    example["image"].save(Path(output_dir) / "example.png")  # the widget's: synthetic, no patient
+    pusher.submit(output_dir, "Upload model from hf-cxr-mae")
+    pusher.close(training_args.push_timeout)
 
 
 def _finish(
-    trainer,
-    training_args,
-    processor,
-    metrics: dict[str, Any],
-    card: dict[str, Any],
-    arg_objects: tuple,
-    push: bool,
+    trainer, training_args, metrics: dict[str, Any], card: dict[str, Any], arg_objects, pusher
 ) -> None:
-    trainer.save_model()  # the final (or best) model at the root of output_dir
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(training_args.output_dir)
-        publish(training_args.output_dir, card, arg_objects, push, training_args)
+    """After evaluation: all_results.json, then the card with metrics and the push."""
     trainer.log_metrics("all", metrics)
     trainer.save_metrics("all", metrics, combined=False)
+    if trainer.is_world_process_zero():
+        publish(training_args.output_dir, card, arg_objects, pusher, training_args)
 
 
 # --------------------------------------------------------------------------------------- pretrain
@@ -199,7 +259,7 @@ def _finish(
 def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
     """MAE pre-training. Returns the metrics (train loss, eval loss)."""
     setup_logging(training_args)
-    push = _take_push(training_args)
+    pusher = _take_push(training_args)
     if model_args.model_name_or_path:
         source_type = _source_model_type(model_args.model_name_or_path)
         if source_type != "vit_mae":
@@ -231,6 +291,8 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
         held_out = demo["test"].remove_columns("labels")
     images = _truncate(images, data_args.max_train_samples)
     held_out = _truncate(held_out, data_args.max_eval_samples)
+    if len(images) == 0:
+        raise ValueError(f"No images to pre-train on in {_source_name(data_args)}.")
     images, held_out = _cache(
         DatasetDict(train=images, validation=held_out), data_args, training_args
     ).values()
@@ -238,11 +300,13 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
     model = use_fast_attention(model or CXRMAEForPreTraining(config))
     crop = (data_args.crop_min_scale or 0.5, 1.0)
     seeds = AugmentationSeeds(training_args.seed)
-    train_ds = with_row_ids(images).with_transform(
+    train_ds = with_row_ids(undecoded_images(images)).with_transform(
         batch_transform(create_transform(config, "pretrain", crop_scale=crop), seeds=seeds)
     )
     eval_transform = create_transform(config, "eval")
-    eval_ds = held_out.with_transform(batch_transform(eval_transform))
+    eval_ds = with_row_ids(undecoded_images(held_out)).with_transform(
+        batch_transform(eval_transform)
+    )
     preview = torch.stack([eval_ds[i]["pixel_values"] for i in range(min(4, len(eval_ds)))]).expand(
         -1, config.num_channels, -1, -1
     )
@@ -259,21 +323,15 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
                 preview, training_args.output_dir, training_args.preview_steps
             ),
             EpochCallback(seeds),
-            *_push_callbacks(push, training_args),
+            *_push_callbacks(pusher, training_args),
         ],
     )
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
-    metrics = {**result.metrics, **trainer.evaluate()}
     card = {"kind": "pretrain", "config": config, "datasets": data_args.dataset or ["demo"]}
-    _finish(
-        trainer,
-        training_args,
-        processor,
-        metrics,
-        card,
-        (model_args, data_args, training_args),
-        push,
-    )
+    arg_objects = (model_args, data_args, training_args)
+    save_outputs(trainer, None, processor, card, arg_objects, pusher, training_args)
+    metrics = {**result.metrics, **trainer.evaluate()}
+    _finish(trainer, training_args, metrics, card, arg_objects, pusher)
     return metrics
 
 
@@ -312,11 +370,14 @@ def _check_classifier_source(model_args) -> None:
 def load_labelled_data(data_args, seed: int) -> DatasetDict:
     if not data_args.dataset:
         _demo_warning()
-        return make_demo_dataset(num_train=data_args.demo_size, seed=seed)
-    if len(data_args.dataset) != 1:
+        data = make_demo_dataset(num_train=data_args.demo_size, seed=seed)
+    elif len(data_args.dataset) != 1:
         raise ValueError(f"Fine-tuning and evaluation take one --dataset, got {data_args.dataset}.")
-    name, data_dir, options = _sources(data_args)[0]
-    return load_cxr_dataset(name, data_dir, **options)
+    else:
+        name, data_dir, options = _sources(data_args)[0]
+        data = load_cxr_dataset(name, data_dir, **options)
+    log_label_counts(data)  # before training: a typo'd or empty class shows here
+    return data
 
 
 def problem_type_of(dataset: Dataset) -> str:
@@ -334,11 +395,16 @@ def classification_splits(
     """The training split with seeded augmentation, the others with the eval transform."""
     order = names if problem_type == "multi_label_classification" else None
     seeds = AugmentationSeeds(seed)
-    train = with_row_ids(data["train"]).with_transform(
+    # Undecoded images and row ids: a file that fails to decode is named with its row.
+    train = with_row_ids(undecoded_images(data["train"])).with_transform(
         batch_transform(train_transform, order, seeds)
     )
     evaluate = batch_transform(create_transform(settings, "eval"), order)
-    others = {k: v.with_transform(evaluate) for k, v in data.items() if k != "train"}
+    others = {
+        k: with_row_ids(undecoded_images(v)).with_transform(evaluate)
+        for k, v in data.items()
+        if k != "train"
+    }
     return train, others, seeds
 
 
@@ -404,13 +470,32 @@ def full_metrics(trainer, dataset, names: list[str], problem_type: str) -> dict[
     return out
 
 
+def _test_report(
+    trainer, splits: dict, names: list[str], problem_type: str, had_test: bool, metrics: dict
+) -> dict[str, Any]:
+    """Test metrics (into ``metrics``) and metrics.json, once, with the model chosen on
+    validation; without test images, a metrics.json that says there was no test evaluation."""
+    if "test" in splits:
+        metrics.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
+        report = {**full_metrics(trainer, splits["test"], names, problem_type), "split": "test"}
+    else:
+        report = _skipped_test(had_test)
+    if trainer.is_world_process_zero():
+        Path(trainer.args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
 def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     """Fine-tune a classifier; best epoch chosen on validation, test evaluated once at the end."""
     setup_logging(training_args)
-    push = _take_push(training_args)
+    pusher = _take_push(training_args)
     _check_classifier_source(model_args)
     set_seed(training_args.seed)
     data = load_labelled_data(data_args, training_args.seed)
+    had_test = "test" in data
+    data = drop_empty_splits(data, _source_name(data_args))
+    if "validation" not in data:
+        without_validation(training_args)
     names = label_names(data["train"])
     problem_type = problem_type_of(data["train"])
     model = build_classifier(model_args, names, problem_type)
@@ -443,7 +528,7 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     )
     processor = build_image_processor(settings)
     trainer = CXRTrainer(
-        callbacks=[EpochCallback(seeds), *_push_callbacks(push, training_args)],
+        callbacks=[EpochCallback(seeds), *_push_callbacks(pusher, training_args)],
         model=model,
         args=training_args,
         train_dataset=train_ds,
@@ -453,34 +538,21 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
         compute_metrics=compute_metrics_fn(names, problem_type),
     )
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
-    metrics: dict[str, Any] = dict(result.metrics)
-    if "validation" in splits:
-        metrics.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
-    report: dict[str, Any] = {}
-    if "test" in splits:  # once, at the end, with the model chosen on validation
-        metrics.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
-        report = full_metrics(trainer, splits["test"], names, problem_type)
-        report["split"] = "test"
     card = {
         "kind": "classifier",
         "config": model.config,
         "datasets": data_args.dataset or ["demo"],
-        "report": report,
+        "report": {},
         "base_model": model_args.model_name_or_path or None,
         "uncertainty": data_args.uncertainty,
     }
-    if report and trainer.is_world_process_zero():
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
-        Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
-    _finish(
-        trainer,
-        training_args,
-        processor,
-        metrics,
-        card,
-        (model_args, data_args, training_args),
-        push,
-    )
+    arg_objects = (model_args, data_args, training_args)
+    save_outputs(trainer, None, processor, card, arg_objects, pusher, training_args)
+    metrics: dict[str, Any] = dict(result.metrics)
+    if "validation" in splits:
+        metrics.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
+    card["report"] = _test_report(trainer, splits, names, problem_type, had_test, metrics)
+    _finish(trainer, training_args, metrics, card, arg_objects, pusher)
     return metrics
 
 
@@ -526,12 +598,16 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
     from .optim import LARS
 
     setup_logging(training_args)
-    push = _take_push(training_args)
+    pusher = _take_push(training_args)
     if not model_args.model_name_or_path:
         raise ValueError("A linear probe needs --model_name_or_path (a pre-trained MAE).")
     _check_classifier_source(model_args)
     set_seed(training_args.seed)
     data = load_labelled_data(data_args, training_args.seed)
+    had_test = "test" in data
+    data = drop_empty_splits(data, _source_name(data_args))
+    if "validation" not in data:
+        without_validation(training_args)
     names = label_names(data["train"])
     problem_type = problem_type_of(data["train"])
     classifier = CXRViTForImageClassification.from_checkpoint(
@@ -563,35 +639,23 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
         data_collator=_collator(settings, data_args, len(names)),
         compute_metrics=compute_metrics_fn(names, problem_type),
         optimizers=(optimizer, None),
-        callbacks=[EpochCallback(seeds), *_push_callbacks(push, training_args)],
+        callbacks=[EpochCallback(seeds), *_push_callbacks(pusher, training_args)],
     )
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
+    # The BatchNorm folded into a copy: the probe itself still evaluates below.
+    model = copy.deepcopy(probe).folded()
+    card = {
+        "kind": "classifier",
+        "config": model.config,
+        "datasets": data_args.dataset or ["demo"],
+        "report": {},
+        "base_model": model_args.model_name_or_path,
+    }
+    arg_objects = (model_args, data_args, training_args)
+    save_outputs(trainer, model, processor, card, arg_objects, pusher, training_args)
     metrics: dict[str, Any] = dict(result.metrics)
-    report: dict[str, Any] = {}
-    if "test" in splits:
-        metrics.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
-        report = {**full_metrics(trainer, splits["test"], names, problem_type), "split": "test"}
-    if trainer.is_world_process_zero():
-        model = probe.folded()
-        model.save_pretrained(training_args.output_dir)
-        processor.save_pretrained(training_args.output_dir)
-        if report:
-            Path(training_args.output_dir, "metrics.json").write_text(json.dumps(report, indent=2))
-        card = {
-            "kind": "classifier",
-            "config": model.config,
-            "datasets": data_args.dataset or ["demo"],
-            "report": report,
-            "base_model": model_args.model_name_or_path,
-        }
-        publish(
-            training_args.output_dir,
-            card,
-            (model_args, data_args, training_args),
-            push,
-            training_args,
-        )
-    trainer.log_metrics("all", metrics)
+    card["report"] = _test_report(trainer, splits, names, problem_type, had_test, metrics)
+    _finish(trainer, training_args, metrics, card, arg_objects, pusher)
     return metrics
 
 
@@ -632,6 +696,10 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     split = training_args.split
     if split not in data:
         raise ValueError(f"Split {split!r} not in the dataset; it has {list(data)}.")
+    if len(data[split]) == 0:
+        raise ValueError(
+            f"The {split} split is empty (0 images) in {_source_name(data_args)}: nothing to evaluate."
+        )
     names = label_names(data[split])
     model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_names != names:
@@ -644,6 +712,7 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     )[split]
     settings = data_settings(model)
     order = names if problem_type.startswith("multi") else None
+    dataset = with_row_ids(undecoded_images(dataset))
     if training_args.tta == "ten_crop":
         dataset = dataset.with_transform(batch_transform(ten_crop_transform(settings), order))
         evaluated, collator = TenCrop(model, settings.num_channels), CXRCollator(num_channels=1)

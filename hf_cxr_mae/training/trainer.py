@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,99 @@ logger = logging.getLogger(__name__)
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint-N`` that finished saving, else None.
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# torch.save writes zip archives; a CRC check of every member finds truncated or emptied files.
+_ZIPPED = ("optimizer.pt", "scheduler.pt")
 
-    The Trainer writes ``trainer_state.json`` last, so a folder without it (a crash during save)
-    is incomplete and is passed over with a warning, never resumed.
+
+def _safetensors_problem(path: Path) -> str | None:
+    """None if the safetensors header parses and its tensors end exactly at the end of the file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{path.name} is truncated ({size} bytes)"
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            return f"{path.name} is truncated (header of {n} bytes, file of {size})"
+        try:
+            header = json.loads(f.read(n))
+            offsets = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+            return f"{path.name} has an unreadable header ({type(err).__name__}: {err})"
+    end = max(offsets, default=0)
+    if 8 + n + end != size:
+        return f"{path.name} is truncated or padded ({size} bytes, header says {8 + n + end})"
+    return None
+
+
+def _zip_problem(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        return f"{path.name} is unreadable ({err or 'empty or truncated'})"
+    return f"{path.name} is corrupt (bad member {bad})" if bad else None
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return f"{path.name} is not valid JSON ({err})"
+    return None
+
+
+def _weights_problem(folder: Path) -> str | None:
+    weights = next((folder / n for n in _WEIGHTS if (folder / n).is_file()), None)
+    if weights is None:
+        return f"no model weights (none of {', '.join(_WEIGHTS)})"
+    if weights.name == "pytorch_model.bin":
+        return _zip_problem(weights)
+    if weights.name == "model.safetensors":
+        return _safetensors_problem(weights)
+    if problem := _json_problem(weights):  # a sharded checkpoint's index
+        return problem
+    shards = sorted(set(json.loads(weights.read_text()).get("weight_map", {}).values()))
+    if missing := [s for s in shards if not (folder / s).is_file()]:
+        return f"missing weight shard(s) {missing}"
+    return next(filter(None, (_safetensors_problem(folder / s) for s in shards)), None)
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """None if ``path`` is a checkpoint the Trainer can resume exactly from, else what is wrong.
+
+    Every file a resume reads must be there and readable: ``trainer_state.json`` (parsed), the
+    weights (safetensors header and size, or each shard of an index), ``optimizer.pt``,
+    ``scheduler.pt`` and the RNG states (zip integrity). The Trainer would otherwise crash on a
+    truncated file, or silently resume with a fresh optimizer when ``optimizer.pt`` is missing.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return "no such folder"
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (interrupted while saving)"
+    if problem := _json_problem(state):
+        return problem
+    if problem := _weights_problem(folder):
+        return problem
+    rng = sorted(folder.glob("rng_state*.pth"))
+    if not rng:
+        return "no rng_state*.pth (the resumed run could not draw what the original did)"
+    for name in [*_ZIPPED, *(p.name for p in rng)]:
+        if not (folder / name).is_file():
+            return f"no {name}"
+        if problem := _zip_problem(folder / name):
+            return problem
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` that is complete and readable (``checkpoint_problem``), else None.
+
+    Newer checkpoints that are incomplete (a crash during save) or corrupt are passed over with a
+    warning naming each one and why, never resumed.
     """
     folder = Path(output_dir)
     if not folder.is_dir():
@@ -39,13 +129,10 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
         reverse=True,
     )
     for _, path in found:
-        has_weights = any(
-            (path / n).is_file()
-            for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-        )
-        if (path / "trainer_state.json").is_file() and has_weights:
+        problem = checkpoint_problem(path)
+        if problem is None:
             return str(path)
-        logger.warning("Ignoring incomplete checkpoint %s (interrupted while saving).", path)
+        logger.warning("Skipping checkpoint %s: %s. Trying an older one.", path, problem)
     return None
 
 
@@ -57,6 +144,7 @@ class CXRTrainer(Trainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._last_log = (time.perf_counter(), 0)
+        self.add_callback(_ThroughputClock(self))
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -126,6 +214,17 @@ class CXRTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+class _ThroughputClock(TrainerCallback):
+    """Starts the images/s clock when training starts, at the step it starts from: a resumed run
+    counts only the steps it runs itself, not those restored from the checkpoint."""
+
+    def __init__(self, trainer: CXRTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._last_log = (time.perf_counter(), state.global_step)
+
+
 class EpochCallback(TrainerCallback):
     """Keeps ``AugmentationSeeds.epoch`` equal to the epoch being trained (resumes included)."""
 
@@ -138,23 +237,18 @@ class EpochCallback(TrainerCallback):
 
 class HubPushCallback(TrainerCallback):
     """``--hub_strategy every_save`` (or checkpoint / all_checkpoints): push each saved
-    checkpoint's model files as a commit, with retries; a failure is logged, training goes on."""
+    checkpoint's model files as a commit. The push (and its retries) runs on the pusher's
+    background thread: a save only queues a snapshot, so a slow or failing Hub never stalls
+    training."""
 
-    def __init__(self, repo_id: str, private: bool | None, token: str | None, retries: int) -> None:
-        self.repo_id, self.private, self.token, self.retries = repo_id, private, token, retries
+    def __init__(self, pusher) -> None:
+        self.pusher = pusher  # a hub.BackgroundPusher
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            from ..hub import push_folder
-
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            push_folder(
-                folder,
-                self.repo_id,
-                self.private,
-                self.token,
-                f"Training in progress, step {state.global_step}",
-                self.retries,
+            self.pusher.submit(
+                folder, f"Training in progress, step {state.global_step}", snapshot=True
             )
 
 
