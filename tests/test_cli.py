@@ -19,8 +19,11 @@ def test_cache_command_builds_and_reuses(nih_dir, tmp_path, capsys):
     assert "500 images cached at shortest side 96" in out
     built = sorted(p.name for p in tmp_path.iterdir())
     assert len(built) == 3  # train, validation, test
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     main(argv)
     assert sorted(p.name for p in tmp_path.iterdir()) == built
+    # Reused: the same files, none rewritten (a rebuild into the same folders would pass above).
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == files
 
 
 def test_quickstart_runs_end_to_end(tmp_path, capsys):

@@ -197,6 +197,11 @@ def test_imagefolder_classes_and_unlabelled(tmp_path):
     dd = load_cxr_dataset("imagefolder", tmp_path / "cls", validation_size=2)
     assert isinstance(dd["train"].features["label"], ClassLabel)
     assert label_names(dd["train"]) == ["covid", "normal"]
+    # Each image labelled by its own folder, every image once (names alone would not show a mix-up).
+    rows = [(r["image_id"], r["label"]) for s in dd.values() for r in s.remove_columns("image")]
+    assert sorted(rows) == sorted(
+        (f"{c}/{i}.png", k) for k, c in enumerate(("covid", "normal")) for i in range(5)
+    )
     write_images(tmp_path / "flat", [f"{i}.jpg" for i in range(3)], mode="RGB")
     dd = load_cxr_dataset("imagefolder", tmp_path / "flat")
     assert len(dd["train"]) == 3 and "label" not in dd["train"].column_names
@@ -213,7 +218,10 @@ def test_covidx_split_files(tmp_path):
     dd = load_cxr_dataset("covidx", tmp_path, validation_size=2)
     assert label_names(dd["test"]) == ["negative", "positive"]
     assert [r["label"] for r in dd["test"]] == [1, 0]
-    assert sum(len(s) for s in dd.values()) == 8
+    labels = {r["image_id"]: r["label"] for s in dd.values() for r in s.remove_columns("image")}
+    assert len(labels) == 8 and all(
+        labels[next(k for k in labels if k.endswith(f"t{i}.png"))] == i % 2 for i in range(6)
+    )
 
 
 def test_mimic_cxr_split_labels_and_views(tmp_path):
@@ -274,3 +282,18 @@ def test_unknown_source_and_option():
         load_cxr_dataset("nih15", ".")
     with pytest.raises(TypeError, match=r"Unknown option\(s\) \['uncertainty'\].*valid"):
         load_cxr_dataset("nih14", ".", uncertainty="ones")
+
+
+@pytest.mark.parametrize("ci", [True, False])
+def test_missing_shared_data_fails_under_ci_and_skips_elsewhere(tmp_path, ci):
+    from conftest import run_pytest_alone
+
+    missing = tmp_path / "no-such-folder"
+    env = {"CXR_SHARED_DATA": str(missing), **({"CI": "true"} if ci else {})}
+    code, out = run_pytest_alone(Path(__file__), "test_nih14_same_name_in_two_folders", env)
+    reason = f"real data not found at {missing / 'nih-cxr14-sample'}"
+    assert reason in out, out[-2000:]
+    if ci:  # a CI without the data must go red, saying why
+        assert code == 1 and "CI=true and " + reason in out and "1 error" in out, out[-2000:]
+    else:
+        assert code == 0 and "1 skipped" in out, out[-2000:]

@@ -317,7 +317,7 @@ def test_push_retries_after_server_errors(trained, online):
     with FakeHub(fail_first=2) as hub:
         online(hub)
         url = push_folder(trained / "ft", "org/cxr-vit", backoff=0.01)
-    assert url is not None
+    assert url and url.endswith("a" * 40)  # the commit made after the two failures
     assert sum(path.startswith("/api/repos/create") for _, path in hub.requests) == 3
     assert len(hub.commits) == 1
 
@@ -331,7 +331,10 @@ def test_a_hub_outage_never_stops_training(trained, online, tmp_path, caplog):
              "--output_dir", str(out), "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "1",
              "--load_best_model_at_end", "false", "--push_to_hub", "--hub_model_id", "org/never", "--push_retries", "1"]
         )  # fmt: skip
-    assert "test_mauc" in metrics
+    # Training went on to the end: the test split was scored and its report written.
+    assert metrics["test_mauc"] == pytest.approx(
+        json.loads((out / "metrics.json").read_text())["mauc"], abs=1e-6
+    )
     assert (out / "model.safetensors").is_file() and (
         out / "checkpoint-2" / "model.safetensors"
     ).is_file()

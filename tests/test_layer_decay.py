@@ -56,4 +56,19 @@ def test_groups_drive_a_real_optimizer():
     assert patch_group["lr"] == pytest.approx(1e-3 * 0.55**3)
     assert head_group["lr"] == pytest.approx(1e-3)
     model(torch.randn(2, 3, 64, 64), labels=torch.ones(2, 3)).loss.backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer.step()
+    # AdamW's first step, bias-corrected, is p * (1 - lr * wd) - lr * g / (|g| + eps): check each
+    # parameter moved by its own layer's lr and decay (a group ignored by the optimizer, a wrong
+    # scale or decay, or a parameter left out of the groups shows here).
+    depth = model.config.num_hidden_layers
+    for name, param in model.named_parameters():
+        lr = 1e-3 * 0.55 ** (depth + 1 - expected_layer(name, depth))
+        wd = 0.0 if param.ndim == 1 or name.endswith(("position_embeddings", "cls_token")) else 0.05
+        if not param.requires_grad:
+            assert torch.equal(param, before[name]), name
+            continue
+        g = param.grad.double()
+        expected = before[name].double() * (1 - lr * wd) - lr * g / (g.abs() + 1e-8)
+        torch.testing.assert_close(param.double(), expected, atol=1e-6, rtol=0, msg=name)
+    assert not torch.equal(model.classifier.weight, before["classifier.weight"])

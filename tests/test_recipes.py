@@ -6,16 +6,86 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from recipe_utils import RECIPES, TINY_TRAIN, recipe
 from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
 from transformers import AutoModel, AutoModelForImageClassification, ViTMAEModel
 
 from hf_cxr_mae.training import lr_at_step
 from hf_cxr_mae.training.demo import DEMO_LABELS
 
 DEMO = ["--demo_size", "48", "--max_eval_samples", "32", "--pixel_cache", "false"]
+
+
+def sklearn_mauc(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Per-finding AUROC with sklearn (entries of -1 left out; one-class findings skipped)."""
+    out = {}
+    for j, name in enumerate(names):
+        keep = labels[:, j] != -1
+        y = labels[keep, j]
+        if 0 < y.sum() < len(y):
+            out[name] = roc_auc_score(y, logits[keep, j])
+    return out
+
+
+@pytest.fixture
+def test_predictions(monkeypatch):
+    """Records the (logits, labels) each run's final test prediction hands to the metrics."""
+    from hf_cxr_mae.training import runs
+
+    seen = []
+    original = runs.multilabel_metrics
+
+    def spy(logits, labels, names):
+        seen.append((np.asarray(logits, dtype=np.float64), np.asarray(labels), list(names)))
+        return original(logits, labels, names)
+
+    monkeypatch.setattr(runs, "multilabel_metrics", spy)
+    return seen
+
+
+def check_test_mauc(metrics: dict, report: dict, seen: list) -> None:
+    """The logged test mAUC and metrics.json agree with sklearn on the test predictions."""
+    logits, labels, names = seen[-1]
+    assert len(logits) == report["num_images"] and names == list(report["auroc"])
+    expected = sklearn_mauc(logits, labels, names)
+    assert expected, "no finding with both classes: the check would be empty"
+    for name in names:
+        assert report["auroc"][name] == (
+            pytest.approx(expected[name], abs=1e-9) if name in expected else None
+        ), name
+    assert report["mauc"] == pytest.approx(np.mean(list(expected.values())), abs=1e-9)
+    assert metrics["test_mauc"] == pytest.approx(report["mauc"], abs=1e-6)
+
+
+def check_preview(path: Path, size: int, scale: int, rows: int, patch: int, ratio: float) -> None:
+    """A reconstruction grid: its size, and per row original | masked | reconstruction | pasted
+    that are what they say (masked = original with grey patches, pasted = visible + recon)."""
+    with Image.open(path) as image:
+        grid = np.asarray(image.convert("L")).astype(int)
+    panel, gap, header = size * scale, 2, 14
+    assert grid.shape == (header + rows * (panel + gap), 4 * panel + 3 * gap), grid.shape
+    p = patch * scale
+    for r in range(rows):
+        top = header + r * (panel + gap)
+        original, masked, recon, pasted = (
+            grid[top : top + panel, c * (panel + gap) : c * (panel + gap) + panel] for c in range(4)
+        )
+        assert original.std() > 5, "blank original panel"
+        # Patch-wise: a masked patch is flat grey 128, a visible one is the original's pixels.
+        tiles = lambda a: a.reshape(size // patch, p, size // patch, p).swapaxes(1, 2)  # noqa: E731
+        hidden = (tiles(masked) != tiles(original)).any(axis=(2, 3))
+        assert hidden.sum() == round(ratio * (size // patch) ** 2), hidden.sum()
+        assert (tiles(masked)[hidden] == 128).all()
+        assert (tiles(pasted)[~hidden] == tiles(original)[~hidden]).all()
+        assert (tiles(pasted)[hidden] == tiles(recon)[hidden]).all()
+        # The reconstruction is the model's output, not a copy of either input panel.
+        assert np.abs(recon - masked)[np.repeat(np.repeat(hidden, p, 0), p, 1)].mean() > 2
+        assert np.abs(recon - original).mean() > 2
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +112,10 @@ def test_pretrain_demo_writes_a_native_checkpoint(demo_mae):
     assert type(AutoModel.from_pretrained(demo_mae)) is ViTMAEModel
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
         assert (demo_mae / name).is_file(), name
-    assert sorted(p.name for p in (demo_mae / "previews").iterdir())  # reconstruction grids written
+    # A grid at each save and at the end (step 4): 4 held-out images, 64 px shown at 2x.
+    previews = sorted(p.name for p in (demo_mae / "previews").iterdir())
+    assert previews[-1] == "step-0000004.png", previews
+    check_preview(demo_mae / "previews" / previews[-1], 64, 2, 4, 8, 0.75)
     history = json.loads((demo_mae / "checkpoint-4" / "trainer_state.json").read_text())[
         "log_history"
     ]
@@ -51,15 +124,16 @@ def test_pretrain_demo_writes_a_native_checkpoint(demo_mae):
     )  # demo config
 
 
-def test_finetune_evaluate_linprobe_on_demo(demo_mae, tmp_path):
+def test_finetune_evaluate_linprobe_on_demo(demo_mae, tmp_path, test_predictions):
     ft = tmp_path / "ft"
     metrics = recipe("finetune").main(
         [*TINY_TRAIN, *DEMO, "--model_name_or_path", str(demo_mae), "--output_dir", str(ft), "--max_steps", "4",
          "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2"]
     )  # fmt: skip
-    assert "test_mauc" in metrics and "eval_mauc" in metrics
     report = json.loads((ft / "metrics.json").read_text())
     assert report["split"] == "test" and set(report["auroc"]) == set(DEMO_LABELS)
+    check_test_mauc(metrics, report, test_predictions)
+    assert 0 <= metrics["eval_mauc"] <= 1
     native = AutoModelForImageClassification.from_pretrained(ft)
     assert native.config.architectures == ["BeitForImageClassification"]
     card = (ft / "README.md").read_text()
@@ -91,12 +165,14 @@ def test_finetune_evaluate_linprobe_on_demo(demo_mae, tmp_path):
     probe = AutoModelForImageClassification.from_pretrained(
         lp
     )  # BatchNorm folded: plain native head
-    assert probe.config.use_mean_pooling is False and "mauc" in json.loads(
-        (lp / "metrics.json").read_text()
-    )
+    assert probe.config.use_mean_pooling is False
+    probe_report = json.loads((lp / "metrics.json").read_text())
+    check_test_mauc(
+        {"test_mauc": probe_report["mauc"]}, probe_report, test_predictions
+    )  # the probe's own test predictions, recomputed with sklearn
 
 
-def test_recipes_on_real_nih_images(nih_dir, tmp_path):
+def test_recipes_on_real_nih_images(nih_dir, tmp_path, test_predictions):
     data = [
         "--dataset",
         "nih14",
@@ -135,8 +211,9 @@ def test_recipes_on_real_nih_images(nih_dir, tmp_path):
     )  # fmt: skip
     report = json.loads((ft / "metrics.json").read_text())
     assert len(report["auroc"]) == 14 and report["num_images"] == 40
-    assert "test_mauc" in metrics
-    assert (tmp_path / "cache").is_dir()  # the pixel cache was used, not written beside the data
+    check_test_mauc(metrics, report, test_predictions)
+    # The pixel cache was built under --cache_dir (not beside the data): train / held-out splits.
+    assert len(list((tmp_path / "cache").glob("*/dataset_info.json"))) >= 2
 
 
 def test_resume_matches_an_uninterrupted_run(demo_mae, tmp_path):

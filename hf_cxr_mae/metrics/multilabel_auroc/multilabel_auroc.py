@@ -33,7 +33,8 @@ class MultilabelAuroc(evaluate.Metric):
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
                 {
-                    "predictions": datasets.Sequence(datasets.Value("float32")),
+                    # float64: float32 rounds close probabilities together, and the ties shift AUROC.
+                    "predictions": datasets.Sequence(datasets.Value("float64")),
                     "references": datasets.Sequence(datasets.Value("float32")),
                 }
             ),
