@@ -1,20 +1,25 @@
-"""What a checkpoint file is, read from its content (not its suffix), and whether the tensor sizes
-it declares fit in it: checked before ``torch.load`` / safetensors allocate anything, so a small
-file that claims terabytes is refused in words instead of exhausting memory.
+"""Checkpoint files read without trusting them, for conversion and resume alike (this module
+imports neither training nor serving code): what a file is, read from its content (not its
+suffix); whether the tensor sizes it declares fit in it, checked before ``torch.load`` /
+safetensors allocate anything, so a small file that claims terabytes is refused in words instead
+of exhausting memory; whether its archive is intact; and whether a Trainer checkpoint folder holds
+every file a resume reads.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
 class CheckpointError(ValueError):
-    """A source checkpoint that cannot be converted; the message says why, in words."""
+    """A checkpoint file that cannot be used; the message names it and says why, in words."""
 
 
 # Bytes per element of the storage classes ``torch.save`` names in its pickles.
@@ -66,42 +71,64 @@ def describe_file(head: bytes) -> str:
     return f"unknown binary format (begins {head[:8].hex(' ')})"
 
 
-def _safetensors_header(path: Path, size: int) -> dict | None:
-    """The JSON header of a safetensors file, or None when the file is not one."""
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """Whether a file's first bytes are a safetensors header: a length that fits, then JSON."""
+    length = int.from_bytes(head[:8], "little")
+    return len(head) > 8 and 2 <= length <= size - 8 and head[8:9] == b"{"
+
+
+def check_safetensors(path: Path) -> None:
+    """The header parses; each tensor's shape and dtype fill exactly its byte range; the ranges
+    tile the data after the header, as safetensors demands (no gap, overlap or padding). Raises
+    ``CheckpointError`` saying what is wrong."""
+    size = path.stat().st_size
     with path.open("rb") as f:
         prefix = f.read(8)
         if len(prefix) < 8:
-            return None
+            raise CheckpointError(f"{path}: a safetensors file truncated to {size} bytes.")
         length = int.from_bytes(prefix, "little")
-        if not 2 <= length <= size - 8:
-            return None
+        if length > size - 8:
+            raise CheckpointError(
+                f"{path}: a safetensors file truncated inside its header (header of {length} "
+                f"bytes, file of {size})."
+            )
         raw = f.read(length)
-    if not raw.startswith(b"{"):
-        return None
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: a safetensors file with a corrupt header ({err}).") from err
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise CheckpointError(
+            f"{path}: a safetensors file with a corrupt header ({type(err).__name__}: {err})."
+        ) from err
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: a safetensors file whose header is not a JSON object.")
-    return header
-
-
-def _check_safetensors(path: Path, header: dict, data_size: int) -> None:
-    """Every tensor's declared size matches its byte range, and the ranges fit in the file."""
+    data_size, spans = size - 8 - length, []
     for key, info in header.items():
         if key == "__metadata__":
             continue
         try:
-            shape, (begin, end) = [int(d) for d in info["shape"]], info["data_offsets"]
-            need = math.prod(shape) * _SAFETENSORS_BYTES[info["dtype"]]
+            dtype, (begin, end) = info["dtype"], info["data_offsets"]
+            shape = [int(d) for d in info["shape"]]
+            if not isinstance(begin, int) or not isinstance(end, int):
+                raise TypeError("data_offsets are not integers")
+            need, held = math.prod(shape) * _SAFETENSORS_BYTES[dtype], end - begin
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: tensor {key!r} has a malformed header entry.") from err
-        if end - begin != need or not 0 <= begin <= end <= data_size:
+        if held != need or not 0 <= begin <= end <= data_size:
             raise CheckpointError(
-                f"{path}: tensor {key!r} declares shape {tuple(shape)} {info['dtype']} "
+                f"{path}: tensor {key!r} declares shape {tuple(shape)} {dtype} "
                 f"({_human(need)}) but the file holds {_human(max(0, data_size - begin))} from "
                 "its offset: a truncated or corrupt file; refused before allocating memory."
+            )
+        spans.append((begin, end))
+    # Each span must start where the one before it ends, and the last end where the file does.
+    spans.sort()
+    ends, begins = [0] + [e for _, e in spans], [b for b, _ in spans] + [data_size]
+    for last_end, begin in zip(ends, begins, strict=True):
+        if last_end != begin:
+            raise CheckpointError(
+                f"{path}: a safetensors file of {size} bytes whose tensors do not cover its data "
+                f"exactly (a gap, an overlap or padding at byte {8 + length + min(last_end, begin)}"
+                "): corrupt."
             )
 
 
@@ -153,12 +180,26 @@ def _scan(data: Any, path: Path) -> list[tuple[str, str, int]]:
     return scanner.storages
 
 
-def _check_torch_zip(path: Path, size: int) -> None:
-    """Each storage the pickle declares exists in the archive with at least its declared size."""
+# What zipfile raises for an archive it cannot read (an empty, cut or damaged file; a member name
+# that is not UTF-8 although its flag says so).
+_ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError)
+
+
+def _damaged(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: an unreadable or damaged zip archive ({str(err) or 'empty or truncated'})."
+    )
+
+
+def check_torch_zip(path: Path) -> None:
+    """A ``torch.save`` archive that is whole: every entry inside the file, a ``data.pkl`` whose
+    storages are each stored with at least their declared size (checked before anything reads
+    them), and every member's CRC right. Raises ``CheckpointError`` saying what is wrong."""
+    size = path.stat().st_size
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as err:
-        raise CheckpointError(f"{path}: a damaged zip archive ({err}).") from err
+    except _ZIP_ERRORS as err:
+        raise _damaged(path, err) from err
     with archive:
         entries = {info.filename: info for info in archive.infolist()}
         pickles = [name for name in entries if name.endswith("data.pkl")]
@@ -174,8 +215,11 @@ def _check_torch_zip(path: Path, size: int) -> None:
                     f"{path}: archive entry {info.filename} claims more bytes than the file "
                     "holds: a truncated or corrupt file; refused before allocating memory."
                 )
-        with archive.open(pickles[0]) as data:
-            declared = _declared_bytes(_scan(data, path))
+        try:
+            with archive.open(pickles[0]) as data:
+                declared = _declared_bytes(_scan(data, path))
+        except _ZIP_ERRORS as err:
+            raise _damaged(path, err) from err
         for key, need in declared.items():
             info = entries.get(f"{prefix}data/{key}")
             found = info.file_size if info is not None else 0
@@ -185,6 +229,12 @@ def _check_torch_zip(path: Path, size: int) -> None:
                     f"archive holds {_human(found)} for it: a truncated, corrupt or hostile file; "
                     "refused before allocating memory."
                 )
+        try:
+            bad = archive.testzip()  # reads every member: finds cut or altered data by its CRC
+        except _ZIP_ERRORS as err:
+            raise _damaged(path, err) from err
+    if bad:
+        raise CheckpointError(f"{path}: a corrupt zip archive (member {bad} fails its CRC check).")
 
 
 def _check_torch_legacy(path: Path, size: int) -> None:
@@ -208,12 +258,11 @@ def checkpoint_format(path: str | Path) -> str:
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(4096)
-    header = _safetensors_header(path, size)
-    if header is not None:
-        _check_safetensors(path, header, size - 8 - int.from_bytes(head[:8], "little"))
+    if _is_safetensors(head, size):
+        check_safetensors(path)
         return "safetensors"
     if head.startswith(b"PK\x03\x04"):
-        _check_torch_zip(path, size)
+        check_torch_zip(path)
         return "torch-zip"
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5 opcode
         _check_torch_legacy(path, size)
@@ -221,3 +270,73 @@ def checkpoint_format(path: str | Path) -> str:
     raise CheckpointError(
         f"{path} is not a PyTorch or safetensors checkpoint: {describe_file(head)}."
     )
+
+
+# --- Trainer checkpoint folders: every file a resume reads -----------------------------------
+
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# Written by torch.save as zip archives.
+_ZIPPED = ("optimizer.pt", "scheduler.pt")
+
+
+def _problem(check: Callable[[Path], None], path: Path) -> str | None:
+    """What ``check`` finds wrong with ``path``, as a phrase, else None."""
+    try:
+        check(path)
+    except CheckpointError as err:
+        return str(err).removesuffix(".")
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return f"{path.name} is not valid JSON ({err})"
+    return None
+
+
+def _weights_problem(folder: Path) -> str | None:
+    weights = next((folder / n for n in _WEIGHTS if (folder / n).is_file()), None)
+    if weights is None:
+        return f"no model weights (none of {', '.join(_WEIGHTS)})"
+    if weights.name == "pytorch_model.bin":
+        return _problem(check_torch_zip, weights)
+    if weights.name == "model.safetensors":
+        return _problem(check_safetensors, weights)
+    if problem := _json_problem(weights):  # a sharded checkpoint's index
+        return problem
+    shards = sorted(set(json.loads(weights.read_text()).get("weight_map", {}).values()))
+    if missing := [s for s in shards if not (folder / s).is_file()]:
+        return f"missing weight shard(s) {missing}"
+    return next(filter(None, (_problem(check_safetensors, folder / s) for s in shards)), None)
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """None if ``path`` is a checkpoint the Trainer can resume exactly from, else what is wrong.
+
+    Every file a resume reads must be there and readable: ``trainer_state.json`` (parsed), the
+    weights (``check_safetensors``, for each shard of an index too, or ``check_torch_zip``),
+    ``optimizer.pt``, ``scheduler.pt`` and the RNG states (``check_torch_zip``). The Trainer would
+    otherwise crash on a truncated file, or silently resume with a fresh optimizer when
+    ``optimizer.pt`` is missing.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return "no such folder"
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (interrupted while saving)"
+    if problem := _json_problem(state):
+        return problem
+    if problem := _weights_problem(folder):
+        return problem
+    rng = sorted(folder.glob("rng_state*.pth"))
+    if not rng:
+        return "no rng_state*.pth (the resumed run could not draw what the original did)"
+    for name in [*_ZIPPED, *(p.name for p in rng)]:
+        if not (folder / name).is_file():
+            return f"no {name}"
+        if problem := _problem(check_torch_zip, folder / name):
+            return problem
+    return None
