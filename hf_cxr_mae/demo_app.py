@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .data.images import DICOM_SUFFIXES, dicom_size, read_xray
+from .data.images import DICOM_SUFFIXES, dicom_size, has_dicom_magic, read_xray
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class UploadRefused(ValueError):
 
 def header_size(file: Path) -> tuple[int, int]:
     """(width, height) read from the header only: DICOM Rows / Columns, or PIL's lazy open."""
-    if file.suffix.lower() in DICOM_SUFFIXES:
+    if file.suffix.lower() in DICOM_SUFFIXES or has_dicom_magic(file):
         return dicom_size(file)
     with Image.open(file) as header:
         return header.size

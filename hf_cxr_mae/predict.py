@@ -27,13 +27,27 @@ class Prediction:
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their PNG / JPEG / DICOM files (sorted, recursive)."""
+    """Files as given, folders expanded to their PNG / JPEG / DICOM files (sorted, recursive;
+    DICOM also without suffix), OS and tool junk (``.DS_Store``, AppleDouble ``._*``,
+    ``.ipynb_checkpoints/``, ``__MACOSX/``, ``Thumbs.db``) ignored, other files named in a warning."""
+    from .data.generic import _visible_images
+    from .data.images import has_dicom_magic
+
     out: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            out += sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            images, _, files = _visible_images(item)
+            is_dicom = {p: has_dicom_magic(item / p) for p in files}  # IM0001 from PACS
+            dicoms = [p for p in files if is_dicom[p]]
+            others = [p for p in files if not is_dicom[p]]
+            out += sorted(item / p for p in images + dicoms)
+            if others:
+                logger.warning(
+                    "Left out %d files in %s that are not %s: %s%s",
+                    len(others), item, "/".join(IMAGE_SUFFIXES),
+                    ", ".join(map(str, others[:10])),
+                    f" and {len(others) - 10} more" if len(others) > 10 else "",
+                )  # fmt: skip
         else:
             out.append(item)
     return out

@@ -111,6 +111,19 @@ def check_csv_rows(text: str, path: Path) -> None:
         raise DataValidationError(report(problems, f"rows in {path}"))
 
 
+def check_header(text: str, path: Path) -> None:
+    """Refuse a header naming a column twice: pandas renames the second ``A`` to ``A.1``, which
+    a loader taking every other column as a finding would train as a new class."""
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next((row for row in rows if any(cell.strip() for cell in row)), [])
+    names = [cell.strip() for cell in header]
+    if repeated := sorted({n for n in names if names.count(n) > 1}):
+        raise DataValidationError(
+            f"{path}: the header names column(s) {repeated} more than once (header: {header}); "
+            "give each column its own name."
+        )
+
+
 def read_csv(path: Path, **kwargs) -> pd.DataFrame:
     """``pandas.read_csv`` with the encoding detected, and errors naming the file (and line)
     for a missing, empty, undecodable or malformed file."""
@@ -118,6 +131,7 @@ def read_csv(path: Path, **kwargs) -> pd.DataFrame:
         raise FileNotFoundError(f"Label file not found: {path}")
     text = read_text(path)
     check_csv_rows(text, path)
+    check_header(text, path)
     try:
         frame = pd.read_csv(io.StringIO(text), index_col=False, **kwargs)
     except pd.errors.EmptyDataError as err:

@@ -218,11 +218,27 @@ def read_dicom(path: str | PathLike, window: tuple[float, float] | None = None) 
     return Image.fromarray(out)
 
 
+def has_dicom_magic(path: str | PathLike | BinaryIO) -> bool:
+    """Whether the file starts with DICOM's 128-byte preamble and ``DICM`` (Part 10 format)."""
+    try:
+        if hasattr(path, "read"):
+            start = path.tell()
+            head = path.read(132)
+            path.seek(start)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(132)
+    except (OSError, ValueError):
+        return False  # unreadable here: the image reader says why
+    return head[128:132] == b"DICM"
+
+
 def read_xray(
     path: str | PathLike | BinaryIO, window: tuple[float, float] | None = None
 ) -> Image.Image:
-    """Read an image file or file object (PNG, JPEG, DICOM, ...) as a one-channel 8-bit PIL image."""
-    if str(path).lower().endswith(DICOM_SUFFIXES):
+    """Read an image file or file object (PNG, JPEG, DICOM, ...) as a one-channel 8-bit PIL image.
+    DICOM is known by its suffix or, without one (``IM0001`` from a PACS export), by content."""
+    if str(path).lower().endswith(DICOM_SUFFIXES) or has_dicom_magic(path):
         try:
             return read_dicom(path, window)
         except ImportError:
