@@ -83,20 +83,24 @@ def _parse_options(pairs: list[str]) -> dict[str, object]:
 def cache(args: argparse.Namespace) -> None:
     """Build the pixel cache of a dataset ahead of training."""
     from .data import load_cxr_dataset
-    from .data.cache import build_cache, default_cache_dir
+    from .data.cache import build_cache, default_cache_dir, split_cache_sizes
 
     data = load_cxr_dataset(args.dataset, args.data_dir, **_parse_options(args.option))
+    # The sizes the recipe will ask for, so that it reuses this cache instead of building another.
+    min_scale = {"finetune": 0.08, "linprobe": 0.08, "pretrain": 0.5}[args.recipe]
+    eval_resize = round(args.image_size / (224 / 256))
+    sizes = split_cache_sizes(data, args.image_size, min_scale, eval_resize, args.size)
     start = time.perf_counter()
-    cached = build_cache(data, size=args.size, cache_dir=args.cache_dir, num_proc=args.num_proc)
+    cached = {
+        name: build_cache(split, sizes[name], args.cache_dir, args.num_proc)
+        for name, split in data.items()
+    }
     seconds = time.perf_counter() - start
-    total = sum(len(split) for split in cached.values())
     for name, split in cached.items():
-        print(
-            f"{name:<10} {len(split):>8} images  {split.cache_files[0]['filename'].rsplit('/', 2)[0]}"
-        )
-    print(
-        f"{total} images cached at shortest side {args.size} in {seconds:.1f}s under {args.cache_dir or default_cache_dir()}"
-    )
+        folder = split.cache_files[0]["filename"].rsplit("/", 2)[0]
+        print(f"{name:<10} {len(split):>8} images  shortest side {sizes[name]:>4}  {folder}")
+    total = sum(len(split) for split in cached.values())
+    print(f"{total} images cached in {seconds:.1f}s under {args.cache_dir or default_cache_dir()}")
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -217,7 +221,19 @@ def main(argv: list[str] | None = None) -> None:
     ca = sub.add_parser("cache", help="decode a dataset once into the compact pixel cache")
     ca.add_argument("dataset", help="nih14, chexpert, mimic_cxr, covidx, csv or imagefolder")
     ca.add_argument("--data_dir", required=True, type=Path)
-    ca.add_argument("--size", type=int, default=320, help="shortest side kept (default 320)")
+    ca.add_argument(
+        "--recipe",
+        choices=["finetune", "linprobe", "pretrain"],
+        default="finetune",
+        help="size each split as this recipe's defaults need it, so the recipe reuses the cache",
+    )
+    ca.add_argument("--image_size", type=int, default=224, help="the model's input size")
+    ca.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="one shortest side for every split (default: from --recipe; warns if it loses detail)",
+    )
     ca.add_argument(
         "--cache_dir", type=Path, default=None, help="default: $HF_HOME/hf_cxr_mae/pixel_cache"
     )

@@ -16,7 +16,11 @@ def test_cache_command_builds_and_reuses(nih_dir, tmp_path, capsys):
     ]
     main(argv)
     out = capsys.readouterr().out
-    assert "500 images cached at shortest side 96" in out
+    assert "500 images cached" in out
+    assert [line.split()[:6] for line in out.splitlines()[:3]] == [
+        [split, n, "images", "shortest", "side", "96"]
+        for split, n in (("train", "360"), ("validation", "40"), ("test", "100"))
+    ], out
     built = sorted(p.name for p in tmp_path.iterdir())
     assert len(built) == 3  # train, validation, test
     files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
@@ -31,3 +35,27 @@ def test_quickstart_runs_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "AutoModel loads it as ViTMAEModel" in out and "pipeline scores" in out
     assert (tmp_path / "classifier" / "preprocessor_config.json").is_file()
+
+
+def test_cache_command_sizes_splits_as_the_recipe_and_the_recipe_reuses_it(nih_dir, tmp_path):
+    """Without --size the command caches each split at the size the fine-tuning recipe asks for
+    (train: what its smallest crop needs; others: the eval resize), so the recipe builds nothing."""
+    from recipe_utils import TINY_TRAIN, recipe
+
+    from hf_cxr_mae.data.cache import cache_size_for
+
+    cache_dir = tmp_path / "cache"
+    options = ["--option", "image_dir=images", "--option", "validation_size=0.1"]
+    main(["cache", "nih14", "--data_dir", str(nih_dir), "--image_size", "64",
+          "--cache_dir", str(cache_dir), *options])  # fmt: skip
+    built = sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith("."))
+    # 64 px crops at scale 0.08 need 64 / sqrt(0.08) = 226.3 -> 227; the eval resize is 64 / 0.875.
+    assert cache_size_for(64, 0.08, 73) == 227
+    assert sorted(name.rsplit("-", 1)[1] for name in built) == ["227", "73", "73"]
+    recipe("finetune").main(
+        [*TINY_TRAIN, "--dataset", "nih14", "--data_dir", str(nih_dir), "--image_dir", "images",
+         "--output_dir", str(tmp_path / "ft"), "--max_steps", "1", "--eval_strategy", "no",
+         "--save_strategy", "no", "--load_best_model_at_end", "false",
+         "--cache_dir", str(cache_dir), "--model_name_or_path", ""]
+    )  # fmt: skip
+    assert sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith(".")) == built

@@ -2,8 +2,7 @@
 
 Full-size PNG decoding is the bottleneck of CXR training (about 70 images/s per core for
 1024x1024 files). The cache decodes each image once, shrinks it so its shortest side is
-``size`` (default 320, so a scale-0.5 RandomResizedCrop to 224 does not upsample), and stores the
-raw uint8 pixels (``pixels``, ``height``, ``width``) with every other column. All transforms read
+``size``, and stores the raw uint8 pixels (``pixels``, ``height``, ``width``) with every other column. All transforms read
 it directly (see ``transforms.example_image``). It is written with ``save_to_disk`` under a key
 made of the content (paths, file sizes and times, labels) and the settings, so a later run with the
 same data reuses it, and a crash mid-build never leaves a half cache behind (written to a temporary
@@ -16,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,112 @@ from .transforms import resize_shortest, to_uint8_tensor
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = "1"
+# For library callers that give no size; the recipes size the cache from their crops
+# (``cache_size_for``).
 DEFAULT_CACHE_SIZE = 320
+# Images whose headers are read to estimate the cache's disk cost before building it.
+_ESTIMATE_SAMPLE = 32
+
+
+def cache_size_for(image_size: int, min_crop_scale: float, eval_resize: int = 0) -> int:
+    """The shortest side a cache needs so that no crop the recipe takes is upsampled from it.
+
+    A RandomResizedCrop of area fraction ``s`` (aspect 1) spans ``sqrt(s)`` of the shortest side,
+    resized to ``image_size``: the cache must keep ``image_size / sqrt(s)`` pixels there. The
+    evaluation resize (``eval_resize``) needs its own size. Images smaller than this are kept at
+    their own size (the cache never enlarges).
+    """
+    if not 0 < min_crop_scale <= 1:
+        raise ValueError(f"min_crop_scale must be in (0, 1], got {min_crop_scale}.")
+    return max(math.ceil(image_size / math.sqrt(min_crop_scale)), int(eval_resize))
+
+
+def split_cache_sizes(
+    splits: Iterable[str],
+    image_size: int,
+    min_crop_scale: float,
+    eval_resize: int,
+    size: int | None = None,
+) -> dict[str, int]:
+    """The shortest side to cache for each split: the training split what its smallest random
+    crop needs (``cache_size_for``), the others the evaluation resize (so evaluating from the
+    cache is identical to reading the files). A fixed ``size`` overrides both, with a warning
+    when it loses detail."""
+    needed = {
+        split: cache_size_for(image_size, min_crop_scale, eval_resize)
+        if split == "train"
+        else int(eval_resize)
+        for split in splits
+    }
+    if size:
+        check_cache_size(size, max(needed.values()))
+        return dict.fromkeys(needed, size)
+    return needed
+
+
+def check_cache_size(size: int, needed: int) -> bool:
+    """Warn (and return False) when a cache of shortest side ``size`` loses detail the recipe's
+    crops would use (``needed``, from ``cache_size_for``)."""
+    if size >= needed:
+        return True
+    logger.warning(
+        "Pixel cache shortest side %d is below the %d px the recipe's smallest crops need: those "
+        "crops are upsampled from the cache and lose fine detail. Cache at least %d px (or leave "
+        "the size unset to size the cache from the crops), or read the files (--pixel_cache false).",
+        size,
+        needed,
+        needed,
+    )
+    return False
+
+
+def _cached_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """The (height, width) ``resize_shortest`` gives (never enlarging)."""
+    short = min(height, width)
+    if short <= size:
+        return height, width
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
+
+
+def estimate_cache_bytes(data: Dataset, size: int, sample: int = _ESTIMATE_SAMPLE) -> int:
+    """Bytes of pixels a cache of ``data`` at shortest side ``size`` holds, estimated from the
+    headers of up to ``sample`` images spread over the dataset (no image is decoded)."""
+    n = len(data)
+    if n == 0:
+        return 0
+    picks = np.unique(np.linspace(0, n - 1, min(n, sample)).round().astype(int))
+    raw = data.cast_column("image", Image(decode=False)).select(picks.tolist())
+    total = 0
+    for item in raw["image"]:
+        source = item["path"] if item["bytes"] is None else io.BytesIO(item["bytes"])
+        width, height = _image_dimensions(source)
+        h, w = _cached_shape(height, width, size)
+        total += h * w
+    return int(total / len(picks) * n)
+
+
+def _in_words(n: int) -> str:
+    """Bytes as a short human figure: 1.2 GB, 40.1 MB, 3.0 kB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e3:.1f} kB"
+
+
+def _image_dimensions(source) -> tuple[int, int]:
+    """(width, height) from the header (PNG / JPEG via Pillow, DICOM via pydicom)."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(source) as image:
+            return image.size
+    except Exception:  # DICOM and other formats Pillow cannot open: decode once
+        if hasattr(source, "seek"):
+            source.seek(0)
+        image = read_xray(source)
+        return image.size
 
 
 def default_cache_dir() -> Path:
@@ -132,6 +238,14 @@ def build_cache(
     if (target / "dataset_info.json").is_file():
         logger.info("Reusing pixel cache %s", target)
         return load_from_disk(str(target))
+    logger.info(
+        "Building the pixel cache of %d images at shortest side %d px in %s: about %s on disk "
+        "(estimated from image headers).",
+        len(data),
+        size,
+        root,
+        _in_words(estimate_cache_bytes(data, size)),
+    )
     work = Path(
         tempfile.mkdtemp(prefix=f"{_BUILDING}{socket.gethostname()}-{os.getpid()}-", dir=root)
     )

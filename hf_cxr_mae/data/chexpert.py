@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from .core import (
 )
 from .files import read_csv
 from .labels import CHEXPERT5_LABELS, CHEXPERT14_LABELS, check_policy, parse_label_rows
+from .split_files import load_from_split_files, parse_split_files
 
 
 def label_set(findings: str | list[str]) -> list[str]:
@@ -57,6 +59,7 @@ def _read_split(
         {
             "where": [csv_where(csv_path, i) for i in range(len(frame))],
             "path": paths,
+            "csv_path": frame["Path"],  # as written in the file: split files may name it so
             "labels": targets,
             "patient_id": [
                 next((part for part in p.split("/") if part.startswith("patient")), None)
@@ -83,10 +86,15 @@ def load_chexpert(
     seed: int = 0,
     check_images: str = "open",
     on_bad: str = "raise",
+    split_files: Mapping[str, str | Path] | str | None = None,
 ) -> DatasetDict:
     """CheXpert: ``train.csv`` -> train + patient-disjoint validation, the official ``valid.csv``
     -> test (the hidden test set is not public). Uncertain (-1) cells follow ``uncertainty``:
-    ``ones``, ``zeros``, ``ignore`` (left out of loss and metric) or ``paper``."""
+    ``ones``, ``zeros``, ``ignore`` (left out of loss and metric) or ``paper``.
+
+    ``split_files`` (``{"train": ..., "validation": ..., "test": ...}``) replaces that split:
+    each line names an image by its ``Path`` (with or without the release folder) from either
+    CSV, optionally followed by its targets in ``findings`` order, checked against the CSV."""
     check_policy(uncertainty)
     data_dir = Path(data_dir)
     if not (data_dir / train_file).is_file():
@@ -95,6 +103,25 @@ def load_chexpert(
         data_dir = inner[0] if inner else data_dir
     names = label_set(findings)
     kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
+    if split_files is not None:
+        files = parse_split_files(split_files, data_dir)
+        tables = [data_dir / f for f in (train_file, test_file) if f and (data_dir / f).is_file()]
+        records = pd.concat(
+            [_read_split(t, data_dir, names, uncertainty, False, on_bad) for t in tables],
+            ignore_index=True,
+        )
+        keep = ("lateral views (frontal_only=True)", lambda p: p["frontal"] == "Frontal")
+        return load_from_split_files(
+            records,
+            files,
+            " and ".join(map(str, tables)),
+            data_dir,
+            keys=("path", "csv_path"),
+            keep=keep if frontal_only else None,
+            validation_size=validation_size,
+            seed=seed,
+            **kwargs,
+        )
     parts = {
         "train": _read_split(
             data_dir / train_file, data_dir, names, uncertainty, frontal_only, on_bad

@@ -127,7 +127,15 @@ def resolve_paths(
     records = records.assign(path=resolved)
     skipped = raise_or_skip(problems, on_bad, "image rows")
     records = records[~records["where"].isin(skipped)].reset_index(drop=True)
-    return drop_duplicates(records, "path", on_bad, "image rows")
+    records = drop_duplicates(records, "path", on_bad, "image rows")
+    # The same file under another name (a symlink, a hard link, a copy) is the same image too:
+    # kept twice, its copies could land on both sides of a validation split, or disagree.
+    paths = list(records["path"])
+    same = _content_keys({p: {p} for p in paths})
+    first: dict[str, str] = {}
+    image = [f"same bytes as {first.setdefault(same[p], p)}" if p in same else p for p in paths]
+    records = drop_duplicates(records.assign(image=image), "image", on_bad, "image rows", ["path"])
+    return records.drop(columns="image")
 
 
 def _cell(value: object) -> object:
@@ -140,16 +148,21 @@ def _cell(value: object) -> object:
 
 
 def drop_duplicates(
-    records: pd.DataFrame, key: str | Sequence[str], on_bad: str, what: str
+    records: pd.DataFrame,
+    key: str | Sequence[str],
+    on_bad: str,
+    what: str,
+    ignore: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """One row per ``key``. A row repeating an earlier one exactly is dropped with a warning
-    naming both rows; one that disagrees with it (labels, patient, view, split, ...) is an error
-    naming both rows, or with ``on_bad="skip"`` every copy is left out (which is right is
-    unknown)."""
+    """One row per ``key``. A row repeating an earlier one exactly (``ignore`` columns aside)
+    is dropped with a warning naming both rows; one that disagrees with it (labels, patient,
+    view, split, ...) is an error naming both rows, or with ``on_bad="skip"`` every copy is left
+    out (which is right is unknown)."""
     keys = [key] if isinstance(key, str) else list(key)
     if not records.duplicated(keys).any():  # the usual case, without a loop over rows
         return records.reset_index(drop=True)
-    compared = [c for c in records.columns if c != "where" and c not in keys]
+    left_out = {"where", *keys, *ignore}
+    compared = [c for c in records.columns if c not in left_out]
     first: dict[tuple, tuple[str, tuple]] = {}
     repeats: list[Problem] = []
     conflicts: list[Problem] = []
@@ -247,22 +260,24 @@ def _digest(path: str) -> str:
         return hashlib.file_digest(f, "blake2b").hexdigest()
 
 
-def _content_keys(parts: Mapping[str, pd.DataFrame]) -> dict[str, str]:
-    """A full-content digest for each file whose bytes may equal a file's in another split.
-
-    Narrowed in stages, each only among files that still collide across splits: size, then a
-    digest of the first 16 KiB, then the whole file. Distinct images differ early (image
-    headers, compressed data), so whole files are read only for true copies.
-    """
-    keys: dict[str, object] = {}
-    for frame in parts.values():
-        for path in frame["path"]:
-            if os.path.isfile(path):
-                keys[path] = os.path.getsize(path)
+def _split_owners(parts: Mapping[str, pd.DataFrame]) -> dict[str, set[str]]:
+    """The splits each path is listed in."""
     splits_of: dict[str, set[str]] = {}
     for split, frame in parts.items():
         for path in frame["path"]:
             splits_of.setdefault(path, set()).add(split)
+    return splits_of
+
+
+def _content_keys(splits_of: Mapping[str, set[str]]) -> dict[str, str]:
+    """A full-content digest for each file whose bytes may equal a file's of another owner
+    (``splits_of``: path -> owners, e.g. the splits listing it, or the path itself).
+
+    Narrowed in stages, each only among files that still collide across owners: size, then a
+    digest of the first 16 KiB, then the whole file. Distinct images differ early (image
+    headers, compressed data), so whole files are read only for true copies.
+    """
+    keys: dict[str, object] = {p: os.path.getsize(p) for p in splits_of if os.path.isfile(p)}
     for stage in (_head_digest, _digest):
         spread: dict[object, set[str]] = {}
         for path, key in keys.items():
@@ -279,7 +294,7 @@ def check_split_overlap(parts: Mapping[str, pd.DataFrame], on_bad: str) -> dict[
     ``_content_keys``), so the usual cost is one ``stat`` per image.
     """
     order = sorted(parts, key=lambda s: _HELD_OUT_FIRST.get(s, len(_HELD_OUT_FIRST)))
-    content = _content_keys(parts)
+    content = _content_keys(_split_owners(parts))
     owners: dict[tuple[str, object], tuple[str, str, str]] = {}
     problems: list[Problem] = []
     for split in order:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from .core import (
 )
 from .files import read_text
 from .labels import warn_lookalike_names
+from .split_files import load_from_split_files, parse_split_files
 
 _SPLIT_FILES = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
 
@@ -53,10 +55,15 @@ def load_covidx(
     seed: int = 0,
     check_images: str = "open",
     on_bad: str = "raise",
+    split_files: Mapping[str, str | Path] | str | None = None,
 ) -> DatasetDict:
     """COVIDx from ``train.txt`` / ``test.txt`` (and ``val.txt`` if present), images in
     ``train/`` and ``test/``. Class names default to the sorted labels found in the files; a
-    label outside ``class_names`` is an error naming the line."""
+    label outside ``class_names`` is an error naming the line.
+
+    ``split_files`` (``{"train": ..., "validation": ..., "test": ...}``) regroups the images of
+    those files: each line names an image by file name or by ``train/name`` / ``test/name``,
+    optionally followed by its class name, checked against the COVIDx files."""
     data_dir = Path(data_dir)
     frames, problems = {}, []
     for split, name in _SPLIT_FILES.items():
@@ -84,6 +91,20 @@ def load_covidx(
         frame = frame[~frame["where"].isin(skipped)]
         parts[split] = frame.assign(label=[names.index(c) for c in frame["class"]])
     source = " and ".join(str(data_dir / _SPLIT_FILES[s]) for s in frames)
+    if split_files is not None:
+        records = pd.concat(parts.values(), ignore_index=True)
+        return load_from_split_files(
+            records.assign(name=[Path(p).name for p in records["path"]]),
+            parse_split_files(split_files, data_dir),
+            source,
+            data_dir,
+            keys=("path", "name"),
+            validation_size=validation_size,
+            seed=seed,
+            class_names=names,
+            check_images=check_images,
+            on_bad=on_bad,
+        )
     out = build_splits(
         parts, data_dir, source, class_names=names, check_images=check_images, on_bad=on_bad
     )

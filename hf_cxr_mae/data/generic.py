@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +24,7 @@ from .core import (
 )
 from .files import read_csv
 from .labels import check_policy, parse_label_rows, warn_lookalike_names
+from .split_files import load_from_split_files, parse_split_files
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,15 @@ def load_csv(
     seed: int = 0,
     check_images: str = "open",
     on_bad: str = "raise",
+    split_files: Mapping[str, str | Path] | str | None = None,
 ) -> DatasetDict:
     """A CSV with an image-path column (relative to ``data_dir``) and labels given either as one
     1/0/-1/blank column per finding (``label_columns``; default: every column not otherwise
     named) or as one delimited column (``label_column``, e.g. ``"A|B"``, names from
     ``label_names`` or the sorted values found). ``split_column`` values train/validation/test
-    define splits; otherwise all rows are train and a patient-disjoint validation is split off."""
+    define splits; otherwise all rows are train and a patient-disjoint validation is split off.
+    ``split_files`` (``{"train": ..., "validation": ..., "test": ...}``) overrides both: each line
+    names an image as the image column does, optionally followed by its targets in label order."""
     check_policy(uncertainty)
     data_dir = Path(data_dir)
     csv_path = data_dir / csv_file
@@ -108,6 +112,16 @@ def load_csv(
     skipped = raise_or_skip(problems, on_bad, f"label cells in {csv_path}")
     records = records[~records["where"].isin(skipped)]
     kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
+    if split_files is not None:
+        return load_from_split_files(
+            records.drop(columns="split").reset_index(drop=True),
+            parse_split_files(split_files, data_dir),
+            str(csv_path),
+            data_dir,
+            validation_size=validation_size,
+            seed=seed,
+            **kwargs,
+        )
     aliases = {
         "train": "train",
         "validation": "validation",
@@ -131,28 +145,47 @@ def load_csv(
     return DatasetDict(out)
 
 
-# Split folder names, as ``datasets``' imagefolder reads them.
-_SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+# Split folder names, as ``datasets``' imagefolder reads them, in any case: public sets ship
+# ``Train/``, ``Val/``, ``Test/`` too, which must not become classes or an unlabelled set.
+_SPLIT_FOLDERS = {
+    "train": "train",
+    "val": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "test": "test",
+}
 # Folders and files operating systems and tools leave behind; every hidden one (".*") too.
 _JUNK_FOLDERS = {"__MACOSX", "__pycache__"}
+_JUNK_FILES = {"thumbs.db", "desktop.ini"}  # Windows Explorer's, compared case-blind
 
 
-def _visible_images(root: Path) -> tuple[list[Path], int]:
-    """Images under ``root`` (relative paths, sorted) and the number of junk entries ignored:
-    hidden folders (``.ipynb_checkpoints``), ``__MACOSX``, hidden files (``.DS_Store``, the
-    AppleDouble ``._name.png`` copies macOS puts beside every file on a foreign disk)."""
+def _visible_images(root: Path) -> tuple[list[Path], int, list[Path]]:
+    """Images under ``root`` (relative paths, sorted), the number of junk entries ignored
+    (hidden folders such as ``.ipynb_checkpoints``, ``__MACOSX``, hidden files such as
+    ``.DS_Store`` and the AppleDouble ``._name.png`` copies macOS puts beside every file on a
+    foreign disk, ``Thumbs.db``, ``desktop.ini``), and the other files, which are not used."""
     images: list[Path] = []
+    others: list[Path] = []
     junk = 0
+    seen: set[str] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back into the tree (``up -> ..``): its images again, forever
+            logger.warning("Skipped %s: a link to %s, which is read already.", folder, real)
+            dirs[:] = []
+            continue
+        seen.add(real)
         kept = sorted(d for d in dirs if not d.startswith(".") and d not in _JUNK_FOLDERS)
         junk += len(dirs) - len(kept)
         dirs[:] = kept
         for name in sorted(files):
-            if name.startswith("."):
+            if name.startswith(".") or name.lower() in _JUNK_FILES:
                 junk += 1
             elif name.lower().endswith(IMAGE_SUFFIXES):
                 images.append(Path(folder, name).relative_to(root))
-    return images, junk
+            else:
+                others.append(Path(folder, name).relative_to(root))
+    return images, junk, others
 
 
 def _is_labelled(files: list[Path], folder: Path, labelled: bool | None) -> bool:
@@ -166,6 +199,12 @@ def _is_labelled(files: list[Path], folder: Path, labelled: bool | None) -> bool
         shown = ", ".join(strays[:10]) + (
             f" and {len(strays) - 10} more" if len(strays) > 10 else ""
         )
+        if not in_classes:  # labels asked for, none found: often data_dir one level too high
+            raise DataValidationError(
+                f"{folder} has no class folders (<class>/<image>, or train/<class>/<image>): "
+                f"labels are needed, but the images are {shown}. Point data_dir at the folder "
+                "that holds the class (or train/, val/, test/) folders."
+            )
         raise DataValidationError(
             f"{folder} mixes layouts: {len(in_classes)} images are in class folders "
             f"(<class>/<image>) but {len(strays)} are not: {shown}. Move them into a class folder "
@@ -178,17 +217,17 @@ def _is_labelled(files: list[Path], folder: Path, labelled: bool | None) -> bool
 def _split_folders(files: list[Path], data_dir: Path) -> dict[str, str] | None:
     """``{folder: split}`` when the top level holds split folders (train/, val/, test/), else None."""
     top = {f.parts[0] for f in files if len(f.parts) > 1}
-    splits = {t: _SPLIT_FOLDERS[t] for t in top if t in _SPLIT_FOLDERS}
+    splits = {t: _SPLIT_FOLDERS[t.lower()] for t in top if t.lower() in _SPLIT_FOLDERS}
     if not splits:
         return None
     strays = sorted(str(f) for f in files if len(f.parts) == 1 or f.parts[0] not in splits)
-    if strays or "train" not in splits or len(set(splits.values())) != len(splits):
+    if strays or "train" not in splits.values() or len(set(splits.values())) != len(splits):
         raise DataValidationError(
             f"{data_dir} has split folders {sorted(splits)} but "
             + (
                 f"also images outside them: {', '.join(strays[:10])}"
                 if strays
-                else "no train/ folder, or both val/ and validation/"
+                else "no train/ folder, or two folders for one split (val/ and validation/?)"
             )
             + ". Use train/ with val/ or validation/ and test/ beside it, each holding class folders."
         )
@@ -209,9 +248,18 @@ def load_imagefolder(
     layout and refuses a mix of the two, naming the stray files. Hidden files and folders and
     ``__MACOSX`` are ignored. Without a validation folder, one is split off the training images."""
     data_dir = Path(data_dir)
-    files, junk = _visible_images(data_dir)
+    files, junk, others = _visible_images(data_dir)
     if junk:
         logger.info("Ignored %d hidden or OS/tool files and folders under %s.", junk, data_dir)
+    if others:  # a .tif or extensionless DICOM is an X-ray left out: say so, name them
+        logger.warning(
+            "Left out %d files under %s that are not PNG, JPEG or DICOM (%s): %s%s",
+            len(others),
+            data_dir,
+            "/".join(IMAGE_SUFFIXES),
+            ", ".join(map(str, others[:10])),
+            f" and {len(others) - 10} more" if len(others) > 10 else "",
+        )
     if not files:
         raise DataValidationError(f"No PNG, JPEG or DICOM images under {data_dir}.")
     folders = _split_folders(files, data_dir) or {"": "train"}

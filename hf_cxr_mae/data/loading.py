@@ -56,14 +56,17 @@ def load_cxr_dataset(
 def load_pretraining_dataset(sources: Sequence[tuple[str, str | Path, dict[str, Any]]]) -> Dataset:
     """Concatenate the training images of several sources, labels dropped (MAE needs none).
 
-    Every split except ``test`` is used, so no test image is seen in pre-training. A ``source``
-    column records where each image came from.
+    Every split except ``test`` is used, so no test image is seen in pre-training; where the
+    splits are explicit (``protocol="paper"`` or ``split_files``), only ``train`` is, as the
+    paper pre-trains on NIH's ``train_official.txt`` alone. A ``source`` column records where
+    each image came from.
     """
     parts = []
     for name, data_dir, options in sources:
         dd = load_cxr_dataset(name, data_dir, **options)
+        explicit = options.get("protocol") == "paper" or options.get("split_files") is not None
         for split, ds in dd.items():
-            if split == "test":
+            if split == "test" or (explicit and split != "train"):
                 continue
             ds = ds.remove_columns([c for c in ("labels", "label") if c in ds.column_names])
             ds = ds.add_column("source", [name] * len(ds), feature=Value("string"))

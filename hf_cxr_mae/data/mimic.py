@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ from .core import (
 )
 from .files import read_csv
 from .labels import check_policy, parse_label_rows
+from .split_files import load_from_split_files, parse_split_files
 
 _SPLITS = {"train": "train", "validate": "validation", "test": "test"}
 
@@ -35,10 +37,18 @@ def load_mimic_cxr(
     prefix: str = "mimic-cxr-2.0.0",
     check_images: str = "open",
     on_bad: str = "raise",
+    split_files: Mapping[str, str | Path] | str | None = None,
+    validation_size: float | int = 0.1,
+    seed: int = 0,
 ) -> DatasetDict:
     """Splits from ``{prefix}-split.csv``, study labels from ``{prefix}-{labeler}.csv``, views from
     ``{prefix}-metadata.csv``; images at ``files/pXX/pSUBJECT/sSTUDY/DICOM_ID.jpg``. A row
-    repeated in any of the three files is kept once if the copies agree, else refused."""
+    repeated in any of the three files is kept once if the copies agree, else refused.
+
+    ``split_files`` (``{"train": ..., "validation": ..., "test": ...}``) replaces the split file:
+    each line names an image by ``dicom_id`` or its path under ``data_dir``, optionally followed
+    by its targets in ``findings`` order. Without a validation file, ``validation_size`` of train
+    is split off by patient (``seed``)."""
     if labeler not in ("chexpert", "negbio"):
         raise ValueError(f"labeler must be 'chexpert' or 'negbio', got {labeler!r}.")
     check_policy(uncertainty)
@@ -98,7 +108,6 @@ def load_mimic_cxr(
     merged = merged[[k not in left_out for k in keys]]
     # Studies without a label row have no findings mentioned: all targets 0 (as a blank row).
     merged["labels"] = [v if isinstance(v, list) else [0.0] * len(names) for v in merged["labels"]]
-    merged = merged[merged["ViewPosition"].isin(list(views))]
     merged["path"] = [
         f"files/p{s[:2]}/p{s}/s{st}/{d}.jpg"
         for s, st, d in zip(
@@ -109,10 +118,23 @@ def load_mimic_cxr(
         f"{w} (dicom_id {d})" for w, d in zip(merged["where"], merged["dicom_id"], strict=True)
     ]
     merged = merged.rename(columns={"subject_id": "patient_id", "ViewPosition": "view"})
+    kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
+    if split_files is not None:
+        return load_from_split_files(
+            merged.drop(columns="split").reset_index(drop=True),
+            parse_split_files(split_files, data_dir),
+            f"{label_path} and {meta_path}",
+            data_dir,
+            keys=("path", "dicom_id"),
+            keep=(f"view not in {list(views)}", lambda p: p["view"].isin(list(views))),
+            validation_size=validation_size,
+            seed=seed,
+            **kwargs,
+        )
+    merged = merged[merged["view"].isin(list(views))]
     parts = {
         name: merged[merged["split"] == raw].reset_index(drop=True)
         for raw, name in _SPLITS.items()
         if (merged["split"] == raw).any()
     }
-    kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
     return DatasetDict(build_splits(parts, data_dir, str(split_path), **kwargs))

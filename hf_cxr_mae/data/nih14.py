@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from .core import (
 )
 from .files import read_csv, read_list
 from .labels import NIH14_LABELS
+from .split_files import load_from_split_files, paper_split_files, parse_split_files
 
 NO_FINDING = "No Finding"
 
@@ -66,12 +68,30 @@ def load_nih14(
     image_dir: str | None = None,
     check_images: str = "open",
     on_bad: str = "raise",
+    protocol: str = "release",
+    split_files: Mapping[str, str | Path] | str | None = None,
 ) -> DatasetDict:
-    """NIH ChestX-ray14: 14 findings in the paper's order, official test list, patient-disjoint
-    validation carved from the official train_val list. Images are found in any subfolder
-    (of ``image_dir`` if given). ``views`` keeps only those
-    ``View Position`` values (e.g. ``["PA"]``)."""
+    """NIH ChestX-ray14: 14 findings in the paper's order. Images are found in any subfolder
+    (of ``image_dir`` if given). ``views`` keeps only those ``View Position`` values (e.g.
+    ``["PA"]``).
+
+    Splits: ``protocol="release"`` takes the official test list and carves a patient-disjoint
+    validation set (``validation_size``) from the official train_val list; ``protocol="paper"``
+    reads the paper's split files shipped with the package (train 75,312 / validation 11,212 /
+    test 25,596 images, labels checked against ``label_file``); ``split_files`` gives your own
+    (see ``split_files.assign_split_files``; a validation set is carved from train if absent).
+    """
+    if protocol not in ("release", "paper"):
+        raise ValueError(f"protocol must be 'release' or 'paper', got {protocol!r}.")
+    if protocol == "paper" and split_files is not None:
+        raise ValueError(
+            "protocol='paper' reads the paper's split files; pass split_files or protocol, not both."
+        )
     data_dir = Path(data_dir)
+    if protocol == "paper":
+        split_files = paper_split_files()
+    elif split_files is not None:
+        split_files = parse_split_files(split_files, data_dir)
     csv_path = data_dir / label_file
     frame = read_csv(csv_path, dtype=str, keep_default_na=False)
     needed = {"Image Index", "Finding Labels", "Patient ID", "View Position"}
@@ -105,8 +125,9 @@ def load_nih14(
                 "name": name,
                 "path": rel,
                 "labels": [1.0 if f in findings else 0.0 for f in NIH14_LABELS],
-                "patient_id": row["Patient ID"],
-                "view": row["View Position"],
+                # Stripped: '75 ' and '75' are one patient (a leak across splits otherwise).
+                "patient_id": row["Patient ID"].strip(),
+                "view": row["View Position"].strip(),
             }
         )
     skipped = raise_or_skip(problems, on_bad, f"rows in {csv_path}")
@@ -117,6 +138,22 @@ def load_nih14(
         )
     # The same Image Index twice: once is kept if the rows agree, else both lines are named.
     records = drop_duplicates(pd.DataFrame(rows), "name", on_bad, f"rows in {csv_path}")
+    kwargs = {"label_names": NIH14_LABELS, "check_images": check_images, "on_bad": on_bad}
+    if split_files is not None:
+        keep = None
+        if views is not None:
+            keep = (f"view not in {views}", lambda part: part["view"].isin(views))
+        return load_from_split_files(
+            records,
+            split_files,
+            str(csv_path),
+            data_dir,
+            keys=("name", "path"),
+            keep=keep,
+            validation_size=validation_size,
+            seed=seed,
+            **kwargs,
+        )
     if views is not None:
         records = records[records["view"].isin(views)]
     # The official lists must name images that exist in the label file.
@@ -140,7 +177,6 @@ def load_nih14(
             where=[f"{w} ({at})" for w, at in zip(part["where"], listed_at, strict=True)]
         )
     raise_or_skip(list_problems, on_bad, "list entries")
-    kwargs = {"label_names": NIH14_LABELS, "check_images": check_images, "on_bad": on_bad}
     source = f"{csv_path} with {train_list} and {test_list}"
     built = build_splits(parts, data_dir, source, **kwargs)
     train, validation = patient_split(built["train_val"], validation_size, seed)

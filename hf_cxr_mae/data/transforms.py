@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,6 +30,23 @@ from .images import read_xray, to_grayscale
 MODES = ("pretrain", "train", "eval")
 BICUBIC = InterpolationMode.BICUBIC
 
+# The official pre-training normalises each source with its own statistics: NIH with its grey
+# mean / std, CheXpert and MIMIC-CXR (read as RGB) with ImageNet's per-channel ones.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SOURCE_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "nih14": ((0.5056,) * 3, (0.252,) * 3),
+    "chexpert": (IMAGENET_MEAN, IMAGENET_STD),
+    "mimic_cxr": (IMAGENET_MEAN, IMAGENET_STD),
+}
+# RandAugment's resampling: the official recipe passes timm a fixed bicubic; timm's own default
+# draws bilinear or bicubic per operation ("random").
+RANDAUG_INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "random": None,
+}
+
 
 def to_uint8_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
     """Any PIL image / HxW array -> (1, H, W) uint8 tensor (no copy for arrays)."""
@@ -43,8 +60,18 @@ def to_uint8_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Ten
 
 
 class _Normalize:
-    def __init__(self, mean: float, std: float) -> None:
-        self.mean, self.std = mean, std
+    """uint8 grey ``(..., 1, H, W)`` -> float. Equal per-channel statistics keep one channel (the
+    batch edge expands it); unequal ones (ImageNet's) give one channel per statistic, exactly what
+    normalising the grey image replicated to RGB gives."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != len(std):
+            raise ValueError(f"image_mean {list(mean)} and image_std {list(std)} differ in length.")
+        if len(set(mean)) == 1 and len(set(std)) == 1:
+            self.mean, self.std = float(mean[0]), float(std[0])
+        else:
+            self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+            self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - self.mean) / self.std
@@ -58,20 +85,31 @@ def create_transform(
     auto_augment: str | None = "rand-m6-mstd0.5-inc1",
     re_prob: float = 0.0,
     pre_resize: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    randaug_interpolation: str = "bicubic",
 ) -> Callable[[Image.Image | np.ndarray | torch.Tensor], torch.Tensor]:
-    """Image (PIL, HxW uint8 array or (1,H,W) tensor) -> normalised (1, size, size) float tensor.
+    """Image (PIL, HxW uint8 array or (1,H,W) tensor) -> normalised (1, size, size) float tensor,
+    or (3, size, size) when the per-channel ``mean`` / ``std`` differ (ImageNet's).
 
     ``config`` is any model config with ``image_size``, ``image_mean``, ``image_std`` and
-    ``crop_pct`` (ours). ``crop_scale`` defaults to the paper's (0.5, 1.0) for ``pretrain`` and
+    ``crop_pct`` (ours); ``mean`` / ``std`` override its statistics (per-source pre-training
+    normalisation). ``crop_scale`` defaults to the paper's (0.5, 1.0) for ``pretrain`` and
     timm's (0.08, 1.0) for ``train``. ``pre_resize`` first shrinks the shortest side to that size
     (never enlarging), as the pixel cache does: set it to the cache size and raw files and the
-    cache give identical results.
+    cache give identical results. ``randaug_interpolation`` is RandAugment's resampling:
+    ``bicubic`` (the official recipe), ``bilinear`` or ``random`` (timm's default draw).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+    if randaug_interpolation not in RANDAUG_INTERPOLATIONS:
+        raise ValueError(
+            f"randaug_interpolation must be one of {sorted(RANDAUG_INTERPOLATIONS)}, "
+            f"got {randaug_interpolation!r}."
+        )
     size = int(config.image_size)
-    # One channel: the channels of the model's mean / std are equal for X-rays; use the first.
-    mean, std = float(config.image_mean[0]), float(config.image_std[0])
+    mean = tuple(config.image_mean if mean is None else mean)
+    std = tuple(config.image_std if std is None else std)
     normalize = _Normalize(mean, std)
     if mode == "eval":
         ops = v2.Compose(
@@ -96,9 +134,13 @@ def create_transform(
     from timm.data.random_erasing import RandomErasing
 
     # timm's create_transform breaks on mode-L images (tuple fill); this works on one channel.
-    augment = rand_augment_transform(
-        auto_augment, {"translate_const": int(0.45 * size), "img_mean": round(mean * 255)}
-    )
+    hparams: dict[str, Any] = {
+        "translate_const": int(0.45 * size),
+        "img_mean": round(mean[0] * 255),
+    }
+    if (resample := RANDAUG_INTERPOLATIONS[randaug_interpolation]) is not None:
+        hparams["interpolation"] = resample
+    augment = rand_augment_transform(auto_augment, hparams)
     erase = RandomErasing(re_prob, mode="pixel", device="cpu") if re_prob > 0 else None
 
     def train_transform(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -116,7 +158,7 @@ def ten_crop_transform(
     official evaluation does: image -> normalised (10, 1, size, size)."""
     size = int(config.image_size)
     resize = v2.Resize(eval_resize_size(config), interpolation=BICUBIC, antialias=True)
-    normalize = _Normalize(float(config.image_mean[0]), float(config.image_std[0]))
+    normalize = _Normalize(tuple(config.image_mean), tuple(config.image_std))
     return lambda image: normalize(torch.stack(TF.ten_crop(resize(to_uint8_tensor(image)), size)))
 
 
@@ -212,23 +254,31 @@ def batch_transform(
     transform: Callable[[Any], torch.Tensor],
     label_names: Sequence[str] | None = None,
     seeds: AugmentationSeeds | None = None,
+    source_transforms: Mapping[str, Callable[[Any], torch.Tensor]] | None = None,
 ) -> Callable[[dict[str, list]], dict[str, list]]:
     """A ``set_transform`` function: rows -> ``pixel_values`` (1,H,W) and ``labels`` tensors.
 
     Multi-label struct labels become float vectors in ``label_names`` order; ``ClassLabel``
     labels stay class indices. With ``seeds``, rows need a ``row_id`` column (``with_row_ids``)
     and each output row carries its ``aug_seed``, from which ``CXRCollator`` seeds mixup / CutMix.
+    With ``source_transforms``, a row whose ``source`` column names one of its keys uses that
+    transform (per-source normalisation in pre-training); other rows use ``transform``.
     """
+
+    def pick(batch: dict[str, list], i: int) -> Callable[[Any], torch.Tensor]:
+        if source_transforms and "source" in batch:
+            return source_transforms.get(batch["source"][i], transform)
+        return transform
 
     def apply(batch: dict[str, list]) -> dict[str, list]:
         n = len(batch["pixels"] if "pixels" in batch else batch["image"])
         out: dict[str, list] = {}
         if seeds is None:
-            out["pixel_values"] = [transform(example_image(batch, i)) for i in range(n)]
+            out["pixel_values"] = [pick(batch, i)(example_image(batch, i)) for i in range(n)]
         else:
             out["aug_seed"] = [seeds.sample_seed(row_id) for row_id in batch["row_id"]]
             out["pixel_values"] = [
-                seeds(batch["row_id"][i], transform, example_image(batch, i)) for i in range(n)
+                seeds(batch["row_id"][i], pick(batch, i), example_image(batch, i)) for i in range(n)
             ]
         if "labels" in batch and label_names is not None:
             out["labels"] = [
@@ -250,6 +300,10 @@ def with_row_ids(dataset):
 
 class CXRCollator:
     """Stack examples; expand one channel to ``num_channels`` (a view, no copy).
+
+    A batch may mix one-channel rows with ``num_channels``-channel rows (per-source normalisation
+    with ImageNet's per-channel statistics): the one-channel rows are then expanded before
+    stacking.
 
     ``mixup_alpha`` / ``cutmix_alpha`` > 0 mix pairs within a training batch (images and their
     float targets alike; multi-hot and one-hot both work), off by default as in the paper's
@@ -273,16 +327,29 @@ class CXRCollator:
         )
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels = torch.stack([e["pixel_values"] for e in examples])
-        batch = {"pixel_values": pixels}
+        rows = [e["pixel_values"] for e in examples]
+        if len({row.shape[-3] for row in rows}) > 1:
+            rows = [self._to_channels(row) for row in rows]
+        batch = {"pixel_values": torch.stack(rows)}
         if "labels" in examples[0]:
             batch["labels"] = torch.stack([e["labels"] for e in examples])
         seeds = [e["aug_seed"] for e in examples if "aug_seed" in e]
         if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and len(seeds) == len(examples):
             batch = self._mix(batch, np.random.default_rng([int(s) for s in seeds]))
-        if batch["pixel_values"].ndim == 4:  # (B, 1, H, W); ten-crop batches expand in the model
+        if batch["pixel_values"].ndim == 4 and batch["pixel_values"].shape[1] == 1:
+            # (B, 1, H, W); ten-crop batches expand in the model
             batch["pixel_values"] = batch["pixel_values"].expand(-1, self.num_channels, -1, -1)
         return batch
+
+    def _to_channels(self, row: torch.Tensor) -> torch.Tensor:
+        channels = row.shape[-3]
+        if channels == self.num_channels:
+            return row
+        if channels != 1:
+            raise ValueError(
+                f"A row has {channels} channels; the model takes {self.num_channels} (or 1, expanded)."
+            )
+        return row.expand(*row.shape[:-3], self.num_channels, *row.shape[-2:])
 
     def _mix(
         self, batch: dict[str, torch.Tensor], rng: np.random.Generator

@@ -70,8 +70,21 @@ class ModelArguments:
 SOURCE_OPTIONS = (
     "image_dir", "uncertainty", "findings", "frontal_only", "views", "validation_size", "csv_file",
     "image_column", "label_column", "label_columns", "label_delimiter", "labeler", "class_names",
-    "check_images", "on_bad",
+    "check_images", "on_bad", "protocol", "split_files",
 )  # fmt: skip
+
+
+def _check_taken(option: str, datasets: list[str]) -> None:
+    """Refuse a split option no given dataset takes: it would be dropped without a word."""
+    import inspect
+
+    from ..data.loading import SOURCES
+
+    takers = sorted(n for n, f in SOURCES.items() if option in inspect.signature(f).parameters)
+    if not any(d in takers for d in datasets):
+        raise ValueError(
+            f"--{option} is an option of --dataset {' / '.join(takers)}; got datasets {datasets}."
+        )
 
 
 @dataclass
@@ -101,6 +114,20 @@ class DataArguments:
     validation_size: float | None = field(
         default=None, metadata={"help": "Patient-disjoint validation fraction or count."}
     )
+    protocol: str | None = field(
+        default=None,
+        metadata={
+            "help": "nih14: 'release' (official test list, validation carved from train_val) or "
+            "'paper' (the paper's train/val/test split files, shipped with the package)."
+        },
+    )
+    split_files: str | None = field(
+        default=None,
+        metadata={
+            "help": "Explicit split lists, one file per split: 'train=a.txt,validation=b.txt,"
+            "test=c.txt' (a mapping in a config file). Overrides the source's own split."
+        },
+    )
     csv_file: str | None = field(
         default=None, metadata={"help": "csv: the label file inside data_dir."}
     )
@@ -128,7 +155,12 @@ class DataArguments:
     cache_dir: str | None = field(
         default=None, metadata={"help": "Pixel cache folder (default under $HF_HOME)."}
     )
-    cache_size: int = field(default=320, metadata={"help": "Shortest side kept in the cache."})
+    cache_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Shortest side kept in the cache. None: sized from the recipe's crops (image_size / sqrt(min crop scale), at least the eval resize), so no crop is upsampled from it; a smaller size warns."
+        },
+    )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for the cache build."}
     )
@@ -138,6 +170,18 @@ class DataArguments:
     )
     auto_augment: str | None = field(
         default="rand-m6-mstd0.5-inc1", metadata={"help": "timm RandAugment string; '' to disable."}
+    )
+    randaug_interpolation: str = field(
+        default="bicubic",
+        metadata={
+            "help": "RandAugment resampling: bicubic (official), bilinear, or random (timm's default draw)."
+        },
+    )
+    pretrain_normalization: str = field(
+        default="per_source",
+        metadata={
+            "help": "Pre-training: 'per_source' (official: NIH mean 0.5056 / std 0.252, CheXpert and MIMIC-CXR ImageNet's per-channel statistics; other sources the model's) or 'model' (the model's mean / std for every source)."
+        },
     )
     mixup: float = field(default=0.0, metadata={"help": "Mixup alpha (off in the paper's recipe)."})
     cutmix: float = field(
@@ -159,8 +203,27 @@ class DataArguments:
             raise ValueError(
                 f"Give one --data_dir per --dataset: got datasets {self.dataset} and data_dir {self.data_dir}."
             )
+        if self.split_files is not None and len(self.dataset or []) != 1:
+            raise ValueError(
+                f"--split_files names the splits of one --dataset; got datasets {self.dataset}."
+            )
+        for option in ("protocol", "split_files"):
+            if getattr(self, option) is not None:
+                _check_taken(option, self.dataset or [])
         if self.crop_min_scale is not None and not 0 < self.crop_min_scale <= 1:
             raise ValueError(f"--crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
+        if self.cache_size is not None and self.cache_size <= 0:
+            raise ValueError(f"--cache_size must be positive, got {self.cache_size}.")
+        if self.randaug_interpolation not in ("bicubic", "bilinear", "random"):
+            raise ValueError(
+                "--randaug_interpolation must be bicubic, bilinear or random, "
+                f"got {self.randaug_interpolation!r}."
+            )
+        if self.pretrain_normalization not in ("per_source", "model"):
+            raise ValueError(
+                "--pretrain_normalization must be 'per_source' or 'model', "
+                f"got {self.pretrain_normalization!r}."
+            )
         for name in ("mixup", "cutmix", "reprob"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
@@ -287,6 +350,18 @@ class PretrainArguments(CXRTrainingArguments):
         default=0.05, metadata={"help": "AdamW weight decay (paper: 0.05)."}
     )
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MAE: 0.95)."})
+    token_weight_decay: bool = field(
+        default=True,
+        metadata={
+            "help": "Weight decay on the cls token too (official pre-training decays every parameter of 2+ dimensions, cls and mask tokens included); false exempts the cls token as fine-tuning does."
+        },
+    )
+    dataloader_drop_last: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop the last partial training batch (official): an epoch is floor(N / global batch) steps. Evaluation never drops."
+        },
+    )
     per_device_train_batch_size: int = field(
         default=256, metadata={"help": "Per-device batch (paper: 256 x 8)."}
     )
@@ -318,6 +393,12 @@ class FinetuneArguments(CXRTrainingArguments):
     )
     per_device_train_batch_size: int = field(
         default=128, metadata={"help": "Per-device batch (paper: 128 x 8)."}
+    )
+    dataloader_drop_last: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop the last partial training batch (official): an epoch is floor(N / global batch) steps. Evaluation never drops."
+        },
     )
     eval_strategy: str = field(
         default="epoch", metadata={"help": "Evaluate on validation every epoch."}
@@ -369,7 +450,8 @@ class EvaluateArguments(CXRTrainingArguments):
     tta: str | None = field(
         default=None,
         metadata={
-            "help": "Test-time augmentation: 'ten_crop' (as the official evaluation) or none."
+            "help": "Test-time augmentation: 'ten_crop' (averages ten crops; the official "
+            "evaluation is one centre crop, the default) or none."
         },
     )
     bootstrap_resamples: int = field(
@@ -394,6 +476,34 @@ def _load_config_file(path: str) -> dict[str, Any]:
             f"{path} must hold a mapping of argument names to values, got {type(data).__name__}."
         )
     return data
+
+
+def _given(name: str, argv: list[str], config: dict[str, Any]) -> str | None:
+    """Where ``name`` was set: ``"flag"``, ``"config"`` or None (its default)."""
+    flags = (f"--{name}", f"--{name.replace('_', '-')}")
+    if any(a.split("=")[0] in flags for a in argv):
+        return "flag"
+    return "config" if name in config else None
+
+
+def _explicit_learning_rate(argv: list[str], config: dict[str, Any], source: str | None) -> bool:
+    """Whether a ``learning_rate`` given by the user must win over the recipe's default ``blr``
+    (which would otherwise replace it silently). A ``blr`` given at the same level or above
+    (a flag over the config file) still wins, as its help says, with a warning."""
+    lr, blr = _given("learning_rate", argv, config), _given("blr", argv, config)
+    if lr is None:
+        return False
+    if blr == "flag" or blr == lr:
+        logger.warning(
+            "Both learning_rate and blr are given: blr wins (absolute LR = blr x effective batch "
+            "/ 256) and learning_rate is ignored. Give one of them."
+        )
+        return False
+    logger.info(
+        "learning_rate given (%s): used as the absolute LR, not derived from blr.",
+        "--learning_rate" if lr == "flag" else source,
+    )
+    return True
 
 
 def parse_recipe_args(
@@ -423,6 +533,8 @@ def parse_recipe_args(
                 f"Unknown key(s) in {source}: {unknown}. Close matches: {hints}. Valid keys: {valid}"
             )
         parser.set_defaults(**config)
+    if "blr" in valid and _explicit_learning_rate(argv, config, source):
+        parser.set_defaults(blr=None)  # the absolute LR asked for, not one derived from blr
     *outputs, remaining = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True
     )

@@ -10,6 +10,7 @@ can fail after training), evaluate, then the card again with the metrics, and th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import logging
@@ -25,12 +26,14 @@ from datasets import Dataset, DatasetDict, concatenate_datasets
 from transformers import AutoConfig, set_seed
 
 from ..attention import use_fast_attention
+from ..checkpoint_files import checkpoint_problem
 from ..configuration import CXRClassifierConfig, CXRMAEConfig
 from ..data import label_names, load_cxr_dataset, load_pretraining_dataset
-from ..data.cache import build_cache
+from ..data.cache import build_cache, split_cache_sizes
 from ..data.core import log_label_counts, patient_split
 from ..data.loading import SOURCES
 from ..data.transforms import (
+    SOURCE_NORMALIZATION,
     AugmentationSeeds,
     CXRCollator,
     batch_transform,
@@ -41,7 +44,7 @@ from ..data.transforms import (
 )
 from ..hub import BackgroundPusher
 from ..modeling import CXRMAEForPreTraining, CXRViTForImageClassification
-from ..processing import build_image_processor
+from ..processing import build_image_processor, eval_resize_size
 from .demo import make_demo_dataset
 from .metrics import compute_metrics_fn, multilabel_metrics, single_label_metrics
 from .trainer import (
@@ -49,7 +52,7 @@ from .trainer import (
     EpochCallback,
     HubPushCallback,
     ReconstructionPreviewCallback,
-    checkpoint_problem,
+    RunSettingsCallback,
     last_complete_checkpoint,
 )
 
@@ -74,17 +77,98 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
-def resolve_checkpoint(training_args) -> str | None:
+# Settings a resume may change without changing what the run computes (longer runs, logging,
+# saving, evaluation, workers, caching, where things go).
+_RESUME_MAY_CHANGE = {
+    "output_dir", "logging_dir", "run_name", "resume_from_checkpoint", "auto_resume",
+    "num_train_epochs", "max_steps", "per_device_eval_batch_size", "max_eval_samples",
+    "dataloader_num_workers", "dataloader_prefetch_factor", "dataloader_pin_memory",
+    "pixel_cache", "cache_dir", "preprocessing_num_workers", "report_to", "disable_tqdm",
+    "preview_steps", "push_retries", "push_timeout", "push_to_hub", "hub_model_id",
+    "hub_strategy", "hub_private_repo", "hub_token", "hub_always_push", "hub_revision",
+}  # fmt: skip
+
+
+def run_settings(model_args, data_args, training_args) -> dict[str, Any]:
+    """What defines a run's numbers: model and data arguments and the TrainingArguments of the
+    recipe (batch, LR schedule, optimizer, seed, precision), scrubbed like training_args.json."""
+    from ..hub import RECIPE_FIELDS, scrub
+
+    ours = {f.name for f in dataclasses.fields(training_args)} - {
+        f.name for f in dataclasses.fields(transformers.TrainingArguments)
+    }
+    fields = {"data_seed", "adam_epsilon", "dataloader_drop_last"} | RECIPE_FIELDS | ours
+    out: dict[str, Any] = {}
+    for obj in (model_args, data_args):
+        out.update({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    out.update({k: getattr(training_args, k) for k in sorted(fields)})
+    out = {k: v for k, v in out.items() if k not in _RESUME_MAY_CHANGE and not k.startswith("_")}
+    return json.loads(json.dumps(scrub(out), default=str))
+
+
+def check_same_run(path: str, settings: dict[str, Any] | None, explicit: bool) -> None:
+    """Refuse to auto-resume a checkpoint saved with other settings (a different seed, LR, batch,
+    data or augmentation): the result would be neither run. An explicit
+    ``--resume_from_checkpoint`` goes on, with a warning naming each difference."""
+    from .trainer import RUN_SETTINGS
+
+    file = Path(path) / RUN_SETTINGS
+    if settings is None or not file.is_file():
+        return
+    saved = json.loads(file.read_text())
+    differ = [
+        f"{k} {saved[k]!r} there, {v!r} now" for k, v in settings.items() if saved.get(k, v) != v
+    ]
+    if not differ:
+        return
+    text = f"{path} was saved by a run with other settings ({'; '.join(differ)})"
+    if explicit:
+        logger.warning("%s; resuming it anyway, as --resume_from_checkpoint asks.", text)
+        return
+    raise ValueError(
+        f"{text}: resuming it would mix two runs. Rerun with the same settings, name it with "
+        "--resume_from_checkpoint to resume it anyway, or use a new --output_dir."
+    )
+
+
+def check_not_past_end(path: str, training_args) -> None:
+    """Refuse a checkpoint that has trained past this run's end (``--max_steps`` or
+    ``--num_train_epochs`` lowered): the Trainer would run no step and save the longer run's
+    weights under this run's settings."""
+    max_steps = getattr(training_args, "max_steps", -1)
+    epochs = getattr(training_args, "num_train_epochs", None)
+    if max_steps <= 0 and epochs is None:
+        return
+    state = json.loads((Path(path) / "trainer_state.json").read_text())
+    step, epoch = int(state.get("global_step", 0)), float(state.get("epoch") or 0.0)
+    if max_steps > 0:
+        past, end = step > max_steps, f"--max_steps {max_steps}"
+    else:
+        past, end = epoch > epochs + 1e-6, f"--num_train_epochs {epochs}"
+    if past:
+        raise ValueError(
+            f"{path} has trained {step} steps ({epoch:g} epochs), past this run's end ({end}): "
+            "resuming it would save the longer run's weights as this one's. Use a new "
+            "--output_dir, or name an earlier checkpoint with --resume_from_checkpoint."
+        )
+
+
+def resolve_checkpoint(training_args, settings: dict[str, Any] | None = None) -> str | None:
     """``--resume_from_checkpoint`` if given (must be complete and readable), else the newest
-    complete and readable one in ``output_dir`` (corrupt newer ones are skipped with a warning)."""
+    complete and readable one in ``output_dir`` (corrupt newer ones are skipped with a warning)
+    if it was saved with the same ``settings`` (``check_same_run``)."""
     if training_args.resume_from_checkpoint:
         path = training_args.resume_from_checkpoint
         if problem := checkpoint_problem(path):
             raise ValueError(f"--resume_from_checkpoint {path} cannot be resumed: {problem}.")
+        check_same_run(path, settings, explicit=True)
+        check_not_past_end(path, training_args)
         return path
     if getattr(training_args, "auto_resume", True):
         found = last_complete_checkpoint(training_args.output_dir)
         if found:
+            check_same_run(found, settings, explicit=False)
+            check_not_past_end(found, training_args)
             logger.info("Resuming from %s", found)
         return found
     return None
@@ -114,20 +198,47 @@ def _truncate(ds: Dataset, n: int | None) -> Dataset:
     return ds.select(range(min(n, len(ds)))) if n else ds
 
 
-def _cache(data, data_args, training_args):
+def _cache(data: DatasetDict, data_args, training_args, settings, min_crop_scale: float = 1.0):
+    """The pixel cache of each split, its shortest side sized from what the recipe takes from it
+    unless ``--cache_size`` is given (then warned about if it loses detail): the training split
+    keeps what its smallest random crop needs (``cache_size_for``), the others the evaluation
+    resize (so their evaluation is identical to reading the files)."""
     if not data_args.pixel_cache:
         return data
+    sizes = split_cache_sizes(
+        data,
+        settings.image_size,
+        min_crop_scale,
+        eval_resize_size(settings),
+        data_args.cache_size,
+    )
     with training_args.main_process_first(desc="building the pixel cache"):
-        return build_cache(
-            data,
-            size=data_args.cache_size,
-            cache_dir=data_args.cache_dir,
-            num_proc=data_args.preprocessing_num_workers,
+        return DatasetDict(
+            {
+                split: build_cache(
+                    ds,
+                    size=sizes[split],
+                    cache_dir=data_args.cache_dir,
+                    num_proc=data_args.preprocessing_num_workers,
+                )
+                for split, ds in data.items()
+            }
         )
 
 
 def _collator(config, data_args, num_classes: int | None = None) -> CXRCollator:
     return CXRCollator(config.num_channels, data_args.mixup, data_args.cutmix, num_classes)
+
+
+def source_transforms(config, data_args, mode: str, **kwargs: Any) -> dict[str, Any]:
+    """Pre-training transforms per source with the official per-source normalisation
+    (``SOURCE_NORMALIZATION``), or none with ``--pretrain_normalization model``."""
+    if data_args.pretrain_normalization != "per_source":
+        return {}
+    return {
+        name: create_transform(config, mode, mean=mean, std=std, **kwargs)
+        for name, (mean, std) in SOURCE_NORMALIZATION.items()
+    }
 
 
 def _take_push(training_args) -> BackgroundPusher | None:
@@ -185,6 +296,30 @@ def without_validation(training_args) -> None:
     )
     training_args.eval_strategy = IntervalStrategy.NO
     training_args.load_best_model_at_end = False
+
+
+def select_on_defined_metric(data: DatasetDict, names: list[str], problem_type: str, args) -> None:
+    """Pick the best model on validation loss when validation's mAUC can never be defined (no
+    finding with both positive and negative images, e.g. a tiny split): the Trainer would
+    otherwise stop at the first evaluation, after a whole epoch, on a missing ``eval_mauc``."""
+    if "validation" not in data or args.metric_for_best_model not in ("mauc", "eval_mauc"):
+        return
+    validation = data["validation"]
+    if problem_type == "single_label_classification":
+        defined = len(set(validation["label"])) > 1
+    else:
+        rows = validation["labels"]
+        defined = any(
+            {1.0, 0.0} <= {row[n] for row in rows} for n in names
+        )  # -1 (uncertain) counts as neither
+    if defined:
+        return
+    logger.warning(
+        "No finding has both positive and negative images in the validation split (%d images): "
+        "its mAUC is undefined, so the best model is picked on validation loss instead.",
+        len(validation),
+    )
+    args.metric_for_best_model, args.greater_is_better = "loss", False
 
 
 def _source_name(data_args) -> str:
@@ -293,24 +428,31 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
     held_out = _truncate(held_out, data_args.max_eval_samples)
     if len(images) == 0:
         raise ValueError(f"No images to pre-train on in {_source_name(data_args)}.")
+    crop = (data_args.crop_min_scale or 0.5, 1.0)
     images, held_out = _cache(
-        DatasetDict(train=images, validation=held_out), data_args, training_args
+        DatasetDict(train=images, validation=held_out), data_args, training_args, config, crop[0]
     ).values()
 
     model = use_fast_attention(model or CXRMAEForPreTraining(config))
-    crop = (data_args.crop_min_scale or 0.5, 1.0)
     seeds = AugmentationSeeds(training_args.seed)
     train_ds = with_row_ids(undecoded_images(images)).with_transform(
-        batch_transform(create_transform(config, "pretrain", crop_scale=crop), seeds=seeds)
+        batch_transform(
+            create_transform(config, "pretrain", crop_scale=crop),
+            seeds=seeds,
+            source_transforms=source_transforms(config, data_args, "pretrain", crop_scale=crop),
+        )
     )
-    eval_transform = create_transform(config, "eval")
     eval_ds = with_row_ids(undecoded_images(held_out)).with_transform(
-        batch_transform(eval_transform)
+        batch_transform(
+            create_transform(config, "eval"),
+            source_transforms=source_transforms(config, data_args, "eval"),
+        )
     )
-    preview = torch.stack([eval_ds[i]["pixel_values"] for i in range(min(4, len(eval_ds)))]).expand(
-        -1, config.num_channels, -1, -1
-    )
+    preview = _collator(config, data_args)([eval_ds[i] for i in range(min(4, len(eval_ds)))])[
+        "pixel_values"
+    ]
     processor = build_image_processor(config)
+    defining = run_settings(model_args, data_args, training_args)
     trainer = CXRTrainer(
         model=model,
         args=training_args,
@@ -319,6 +461,7 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
         data_collator=_collator(config, data_args),
         processing_class=processor,
         callbacks=[
+            RunSettingsCallback(defining),
             ReconstructionPreviewCallback(
                 preview, training_args.output_dir, training_args.preview_steps
             ),
@@ -326,7 +469,7 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
             *_push_callbacks(pusher, training_args),
         ],
     )
-    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
+    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args, defining))
     card = {"kind": "pretrain", "config": config, "datasets": data_args.dataset or ["demo"]}
     arg_objects = (model_args, data_args, training_args)
     save_outputs(trainer, None, processor, card, arg_objects, pusher, training_args)
@@ -375,6 +518,8 @@ def load_labelled_data(data_args, seed: int) -> DatasetDict:
         raise ValueError(f"Fine-tuning and evaluation take one --dataset, got {data_args.dataset}.")
     else:
         name, data_dir, options = _sources(data_args)[0]
+        if name == "imagefolder":  # a layout without class folders is an error, not unlabelled
+            options["labelled"] = True
         data = load_cxr_dataset(name, data_dir, **options)
     log_label_counts(data)  # before training: a typo'd or empty class shows here
     return data
@@ -513,22 +658,29 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
             for k, v in data.items()
         }
     )
-    data = _cache(data, data_args, training_args)
+    select_on_defined_metric(data, names, problem_type, training_args)
     settings = data_settings(model)
     crop = (data_args.crop_min_scale or 0.08, 1.0)
+    data = _cache(data, data_args, training_args, settings, crop[0])
     train_tf = create_transform(
         settings,
         "train",
         crop_scale=crop,
         auto_augment=data_args.auto_augment or None,
         re_prob=data_args.reprob,
+        randaug_interpolation=data_args.randaug_interpolation,
     )
     train_ds, splits, seeds = classification_splits(
         data, names, problem_type, settings, train_tf, training_args.seed
     )
     processor = build_image_processor(settings)
+    defining = run_settings(model_args, data_args, training_args)
     trainer = CXRTrainer(
-        callbacks=[EpochCallback(seeds), *_push_callbacks(pusher, training_args)],
+        callbacks=[
+            RunSettingsCallback(defining),
+            EpochCallback(seeds),
+            *_push_callbacks(pusher, training_args),
+        ],
         model=model,
         args=training_args,
         train_dataset=train_ds,
@@ -537,7 +689,7 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
         processing_class=processor,
         compute_metrics=compute_metrics_fn(names, problem_type),
     )
-    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
+    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args, defining))
     card = {
         "kind": "classifier",
         "config": model.config,
@@ -610,6 +762,7 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
         without_validation(training_args)
     names = label_names(data["train"])
     problem_type = problem_type_of(data["train"])
+    select_on_defined_metric(data, names, problem_type, training_args)
     classifier = CXRViTForImageClassification.from_checkpoint(
         model_args.model_name_or_path,
         id2label=names,
@@ -619,18 +772,18 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
         reinit_head=True,
     )
     probe = LinearProbe(classifier)
-    data = _cache(data, data_args, training_args)
     settings = data_settings(classifier)
+    crop = (data_args.crop_min_scale or 0.08, 1.0)
+    data = _cache(data, data_args, training_args, settings, crop[0])
     # MAE's linear probe: RandomResizedCrop + flip only.
-    train_tf = create_transform(
-        settings, "train", crop_scale=(data_args.crop_min_scale or 0.08, 1.0), auto_augment=None
-    )
+    train_tf = create_transform(settings, "train", crop_scale=crop, auto_augment=None)
     train_ds, splits, seeds = classification_splits(
         data, names, problem_type, settings, train_tf, training_args.seed
     )
     head = [p for p in probe.parameters() if p.requires_grad]
     optimizer = LARS(head, lr=training_args.learning_rate, weight_decay=training_args.weight_decay)
     processor = build_image_processor(settings)
+    defining = run_settings(model_args, data_args, training_args)
     trainer = CXRTrainer(
         model=probe,
         args=training_args,
@@ -639,9 +792,13 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
         data_collator=_collator(settings, data_args, len(names)),
         compute_metrics=compute_metrics_fn(names, problem_type),
         optimizers=(optimizer, None),
-        callbacks=[EpochCallback(seeds), *_push_callbacks(pusher, training_args)],
+        callbacks=[
+            RunSettingsCallback(defining),
+            EpochCallback(seeds),
+            *_push_callbacks(pusher, training_args),
+        ],
     )
-    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args))
+    result = trainer.train(resume_from_checkpoint=resolve_checkpoint(training_args, defining))
     # The BatchNorm folded into a copy: the probe itself still evaluates below.
     model = copy.deepcopy(probe).folded()
     card = {
@@ -679,6 +836,26 @@ class TenCrop(torch.nn.Module):
         )
 
 
+def check_same_validation(model_path: str, data_args, training_args) -> None:
+    """A validation split carved from training data depends on ``validation_size`` (real data
+    is split with the loaders' fixed seed; the DEMO images themselves depend on ``seed``):
+    evaluating ``validation`` with other values than the fine-tuning's (its training_args.json)
+    would score images the model was trained on."""
+    file = Path(model_path) / "training_args.json"
+    if training_args.split != "validation" or not file.is_file():
+        return
+    trained = json.loads(file.read_text())
+    now = {"validation_size": data_args.validation_size}
+    if not data_args.dataset:
+        now["seed"] = training_args.seed
+    if differ := [f"--{k} {trained[k]!r}" for k, v in now.items() if trained.get(k, v) != v]:
+        raise ValueError(
+            f"{model_path} was fine-tuned with {' '.join(differ)} (now "
+            f"{', '.join(f'{k} {v!r}' for k, v in now.items())}): the validation split is carved "
+            f"with those, so pass them too, or the 'validation' images include training images."
+        )
+
+
 def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     """Evaluate a classifier on one split: ``output_dir`` gets metrics.json (AUROC / AP per finding,
     mAUC, bootstrap 95% CIs, counts), roc.png, report.md (and confusion_matrix.png, single-label)."""
@@ -689,6 +866,7 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     setup_logging(training_args)
     if not model_args.model_name_or_path:
         raise ValueError("evaluate needs --model_name_or_path (a classifier folder or Hub id).")
+    check_same_validation(model_args.model_name_or_path, data_args, training_args)
     model = AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path)
     if model.config.model_type == "beit":
         use_fast_attention(model)  # the kernels fine-tuning evaluated with: the same numbers
@@ -705,12 +883,13 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     if model_names != names:
         raise ValueError(f"The model's labels {model_names} differ from the dataset's {names}.")
     problem_type = problem_type_of(data[split])
+    settings = data_settings(model)
     dataset = _cache(
         DatasetDict({split: _truncate(data[split], data_args.max_eval_samples)}),
         data_args,
         training_args,
+        settings,
     )[split]
-    settings = data_settings(model)
     order = names if problem_type.startswith("multi") else None
     dataset = with_row_ids(undecoded_images(dataset))
     if training_args.tta == "ten_crop":

@@ -9,9 +9,10 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def lr_at_step(
-    step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0
+    step: int, base_lr: float, warmup_steps: float, total_steps: int, min_lr: float = 0.0
 ) -> float:
-    """Absolute LR after ``step`` optimizer steps (MAE's per-iteration rule, in steps)."""
+    """Absolute LR after ``step`` optimizer steps (MAE's per-iteration rule, in steps; a
+    fractional ``warmup_steps`` is ``warmup_epochs x steps per epoch`` exactly)."""
     if step < warmup_steps:
         return base_lr * step / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -21,7 +22,7 @@ def lr_at_step(
 def warmup_cosine_scheduler(
     optimizer: torch.optim.Optimizer,
     base_lr: float,
-    warmup_steps: int,
+    warmup_steps: float,
     total_steps: int,
     min_lr: float = 0.0,
 ) -> LambdaLR:

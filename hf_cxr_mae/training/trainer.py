@@ -8,107 +8,19 @@ import math
 import os
 import re
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ..checkpoint_files import checkpoint_problem
 from ..modeling import classification_loss, layer_decay_param_groups
 from .schedule import warmup_cosine_scheduler
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-# torch.save writes zip archives; a CRC check of every member finds truncated or emptied files.
-_ZIPPED = ("optimizer.pt", "scheduler.pt")
-
-
-def _safetensors_problem(path: Path) -> str | None:
-    """None if the safetensors header parses and its tensors end exactly at the end of the file."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return f"{path.name} is truncated ({size} bytes)"
-        n = int.from_bytes(head, "little")
-        if n > size - 8:
-            return f"{path.name} is truncated (header of {n} bytes, file of {size})"
-        try:
-            header = json.loads(f.read(n))
-            offsets = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-            return f"{path.name} has an unreadable header ({type(err).__name__}: {err})"
-    end = max(offsets, default=0)
-    if 8 + n + end != size:
-        return f"{path.name} is truncated or padded ({size} bytes, header says {8 + n + end})"
-    return None
-
-
-def _zip_problem(path: Path) -> str | None:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        return f"{path.name} is unreadable ({err or 'empty or truncated'})"
-    return f"{path.name} is corrupt (bad member {bad})" if bad else None
-
-
-def _json_problem(path: Path) -> str | None:
-    try:
-        json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        return f"{path.name} is not valid JSON ({err})"
-    return None
-
-
-def _weights_problem(folder: Path) -> str | None:
-    weights = next((folder / n for n in _WEIGHTS if (folder / n).is_file()), None)
-    if weights is None:
-        return f"no model weights (none of {', '.join(_WEIGHTS)})"
-    if weights.name == "pytorch_model.bin":
-        return _zip_problem(weights)
-    if weights.name == "model.safetensors":
-        return _safetensors_problem(weights)
-    if problem := _json_problem(weights):  # a sharded checkpoint's index
-        return problem
-    shards = sorted(set(json.loads(weights.read_text()).get("weight_map", {}).values()))
-    if missing := [s for s in shards if not (folder / s).is_file()]:
-        return f"missing weight shard(s) {missing}"
-    return next(filter(None, (_safetensors_problem(folder / s) for s in shards)), None)
-
-
-def checkpoint_problem(path: str | os.PathLike) -> str | None:
-    """None if ``path`` is a checkpoint the Trainer can resume exactly from, else what is wrong.
-
-    Every file a resume reads must be there and readable: ``trainer_state.json`` (parsed), the
-    weights (safetensors header and size, or each shard of an index), ``optimizer.pt``,
-    ``scheduler.pt`` and the RNG states (zip integrity). The Trainer would otherwise crash on a
-    truncated file, or silently resume with a fresh optimizer when ``optimizer.pt`` is missing.
-    """
-    folder = Path(path)
-    if not folder.is_dir():
-        return "no such folder"
-    state = folder / "trainer_state.json"
-    if not state.is_file():
-        return "no trainer_state.json (interrupted while saving)"
-    if problem := _json_problem(state):
-        return problem
-    if problem := _weights_problem(folder):
-        return problem
-    rng = sorted(folder.glob("rng_state*.pth"))
-    if not rng:
-        return "no rng_state*.pth (the resumed run could not draw what the original did)"
-    for name in [*_ZIPPED, *(p.name for p in rng)]:
-        if not (folder / name).is_file():
-            return f"no {name}"
-        if problem := _zip_problem(folder / name):
-            return problem
-    return None
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -137,8 +49,10 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
 
 
 class CXRTrainer(Trainer):
-    """Adds: AdamW over layer-decay groups (no decay on biases, norms, position embeddings, cls
-    token), warmup + half-cycle cosine per step down to ``min_lr``, BCE that skips ignored (-1)
+    """Adds: AdamW over layer-decay groups (no decay on biases, norms, position embeddings; the cls
+    token decayed only with ``token_weight_decay``, as the official pre-training does),
+    warmup + half-cycle cosine per step down to ``min_lr``, the last partial batch dropped in
+    training only (``dataloader_drop_last``), BCE that skips ignored (-1)
     targets for any classifier (ours, timm wrappers), and images/s, mask ratio in the logs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -152,7 +66,11 @@ class CXRTrainer(Trainer):
             args = self.args
             decay = getattr(args, "layer_decay", None) or 1.0
             groups = layer_decay_param_groups(
-                model, args.weight_decay, decay, lr=args.learning_rate
+                model,
+                args.weight_decay,
+                decay,
+                lr=args.learning_rate,
+                decay_tokens=getattr(args, "token_weight_decay", False),
             )
             self.optimizer = torch.optim.AdamW(
                 groups,
@@ -170,7 +88,9 @@ class CXRTrainer(Trainer):
             if args.warmup_steps:
                 warmup = args.get_warmup_steps(num_training_steps)
             else:
-                warmup = math.ceil(getattr(args, "warmup_epochs", 0.0) * self.steps_per_epoch())
+                # Exactly warmup_epochs of steps, fractional if need be: the official schedule
+                # is a function of the fractional epoch (step / steps per epoch).
+                warmup = getattr(args, "warmup_epochs", 0.0) * self.steps_per_epoch()
             self.lr_scheduler = warmup_cosine_scheduler(
                 optimizer or self.optimizer,
                 args.learning_rate,
@@ -180,12 +100,36 @@ class CXRTrainer(Trainer):
             )
         return self.lr_scheduler
 
-    def steps_per_epoch(self) -> float:
-        args = self.args
-        per_step = (
-            args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch, as the Trainer's data loader gives them: with
+        ``dataloader_drop_last`` (the official recipe) floor(N / global batch), else one more for
+        the last partial batch."""
+        return steps_per_epoch(
+            len(self.train_dataset),
+            self.args.per_device_train_batch_size,
+            self.args.world_size,
+            self.args.gradient_accumulation_steps,
+            self.args.dataloader_drop_last,
         )
-        return len(self.train_dataset) / per_step
+
+    def _get_dataloader(self, dataset, description, batch_size, *args: Any, **kwargs: Any):
+        # transformers applies dataloader_drop_last to evaluation too, which would leave images
+        # out of the validation and test metrics: drop only in training.
+        is_training = kwargs.get("is_training", args[1] if len(args) > 1 else False)
+        drop = bool(self.args.dataloader_drop_last)
+        too_small = hasattr(dataset, "__len__") and len(dataset) < batch_size * self.args.world_size
+        if drop and is_training and too_small:
+            raise ValueError(
+                f"The training set has {len(dataset)} images, fewer than one global batch of "
+                f"{batch_size * self.args.world_size}: with --dataloader_drop_last (the official "
+                "recipe) no step would run. Lower --per_device_train_batch_size or pass "
+                "--dataloader_drop_last false."
+            )
+        self.args.dataloader_drop_last = drop and is_training
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, *args, **kwargs)
+        finally:
+            self.args.dataloader_drop_last = drop
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         config = getattr(self.accelerator.unwrap_model(model), "config", None)
@@ -214,6 +158,21 @@ class CXRTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
+def steps_per_epoch(
+    num_samples: int,
+    per_device_batch_size: int,
+    world_size: int = 1,
+    gradient_accumulation_steps: int = 1,
+    drop_last: bool = True,
+) -> int:
+    """Optimizer steps per epoch of the Trainer's sharded loader: batches per process are
+    floor (``drop_last``) or ceil of N / (per-device batch x processes); an epoch's last
+    accumulation window steps even when short, as the Trainer does."""
+    global_batch = per_device_batch_size * world_size
+    batches = num_samples // global_batch if drop_last else math.ceil(num_samples / global_batch)
+    return math.ceil(batches / gradient_accumulation_steps)
+
+
 class _ThroughputClock(TrainerCallback):
     """Starts the images/s clock when training starts, at the step it starts from: a resumed run
     counts only the steps it runs itself, not those restored from the checkpoint."""
@@ -233,6 +192,22 @@ class EpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.seeds.epoch = math.floor((state.epoch or 0.0) + 1e-6)
+
+
+RUN_SETTINGS = "run_settings.json"
+
+
+class RunSettingsCallback(TrainerCallback):
+    """Writes the settings that define the run (``run_settings.json``) into each checkpoint, so
+    a resume can tell whether it continues the same run (see ``runs.check_same_run``)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = settings
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            (folder / RUN_SETTINGS).write_text(json.dumps(self.settings, indent=2))
 
 
 class HubPushCallback(TrainerCallback):
