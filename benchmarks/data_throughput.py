@@ -22,9 +22,10 @@ from PIL import Image
 from torchvision import transforms as T
 
 from hf_cxr_mae import CXRMAEConfig
-from hf_cxr_mae.data.cache import build_cache
+from hf_cxr_mae.data.cache import build_cache, cache_size_for
 from hf_cxr_mae.data.images import read_xray
 from hf_cxr_mae.data.transforms import create_transform, example_image
+from hf_cxr_mae.processing import eval_resize_size
 
 
 def rate(fn, items, repeats: int) -> float:
@@ -78,35 +79,41 @@ def main() -> None:
     )
 
     dataset = Dataset.from_dict({"image": [str(f) for f in files]}).cast_column("image", HFImage())
+    # The sizes the recipes cache at: what the smallest crop of each mode needs, the eval resize.
+    eval_size = eval_resize_size(config)
+    sizes = {
+        "pretrain": cache_size_for(224, 0.5, eval_size),
+        "eval": eval_size,
+        "train": cache_size_for(224, 0.08, eval_size),
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        cached = build_cache(dataset, size=320, cache_dir=tmp, num_proc=None)
-        build_rate = len(files) / (time.perf_counter() - start)
-        table = cached.with_format(None)[
-            :
-        ]  # rows as Python objects, as a DataLoader worker sees them
-        items = [{k: [v[i]] for k, v in table.items()} for i in range(len(files))]
-        rows.append(
-            (
-                "ours, pretrain transform from the pixel cache (320 px)",
-                rate(lambda b: ours(example_image(b, 0)), items, args.repeats * 4),
+        items, build_rates = {}, {}
+        for mode, size in sizes.items():
+            start = time.perf_counter()
+            cached = build_cache(dataset, size=size, cache_dir=tmp, num_proc=None)
+            build_rates[size] = len(files) / (time.perf_counter() - start)
+            table = cached.with_format(None)[:]  # rows as Python objects, as a worker sees them
+            items[mode] = [{k: [v[i]] for k, v in table.items()} for i in range(len(files))]
+        for mode, label, repeats in (
+            ("pretrain", "pretrain transform", 4),
+            ("eval", "eval transform", 4),
+            ("train", "fine-tune transform (RandAugment)", 2),
+        ):
+            transform = create_transform(config, mode)
+            rows.append(
+                (
+                    f"ours, {label} from the pixel cache ({sizes[mode]} px)",
+                    rate(
+                        lambda b, t=transform: t(example_image(b, 0)),
+                        items[mode],
+                        args.repeats * repeats,
+                    ),
+                )
             )
-        )
-        evaluate = create_transform(config, "eval")
+    for size, build_rate in build_rates.items():
         rows.append(
-            (
-                "ours, eval transform from the pixel cache",
-                rate(lambda b: evaluate(example_image(b, 0)), items, args.repeats * 4),
-            )
+            (f"cache build at {size} px (decode + shrink + write), one process", build_rate)
         )
-        finetune = create_transform(config, "train")
-        rows.append(
-            (
-                "ours, fine-tune transform (RandAugment) from the cache",
-                rate(lambda b: finetune(example_image(b, 0)), items, args.repeats * 2),
-            )
-        )
-    rows.append(("cache build (decode + shrink + write), one process", build_rate))
 
     base = rows[0][1]
     print(
