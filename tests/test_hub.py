@@ -263,6 +263,8 @@ def test_card_of_a_training_run(trained):
     positions = [body.index(s) for s in SECTIONS]
     assert positions == sorted(positions), "sections out of order"
     assert "not a medical device" in body and "| blr | 0.001 |" in body and "DEMO" in body
+    # The test numbers come from a model chosen without the test set, and the card says so.
+    assert "Model selection (the best\nepoch) used the validation split only" in body
     assert "base_model" not in meta  # a local folder is not a Hub id; no local path leaks
     for path in (trained / "ft").glob("*.json"):
         assert str(trained) not in path.read_text(), path
