@@ -1,70 +1,20 @@
-"""The ``hf-cxr-mae`` console script."""
+"""The ``hf-cxr-mae`` console script.
+
+Each subcommand is a function that takes the parsed arguments, and an ``add_*`` function that
+registers its parser and binds that function (``set_defaults(func=...)``); ``COMMANDS`` lists
+them. Heavy imports happen inside the commands, so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from .configuration import CXRMAEConfig, preset_names
-
-
-def quickstart(output_dir: Path, preset: str, steps: int, images: Path | None) -> None:
-    """Pre-train a small MAE for a few steps, turn it into a classifier, reload both natively."""
-    from transformers import AutoModel, pipeline
-
-    from .data.images import read_xray
-    from .modeling import CXRMAEForPreTraining, CXRViTForImageClassification
-    from .processing import build_image_processor
-
-    config = CXRMAEConfig.from_preset(preset)
-    size = config.image_size
-    processor = build_image_processor(config)
-    if images is not None:
-        files = sorted(
-            p for p in images.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
-        )[:16]
-        if not files:
-            raise SystemExit(f"No PNG or JPEG images found under {images}.")
-        batch = processor([read_xray(f) for f in files], return_tensors="pt")["pixel_values"]
-        print(f"Using {len(files)} images from {images}.")
-    else:
-        print("DEMO DATA: no --images given, using smooth random images (not X-rays).")
-        noise = torch.nn.functional.interpolate(
-            torch.randn(16, 1, 8, 8), size=(size, size), mode="bicubic"
-        )
-        batch = noise.expand(-1, 3, -1, -1).contiguous()
-    model = CXRMAEForPreTraining(config)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        loss = model(batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step == 1 or step % 10 == 0 or step == steps:
-            print(f"step {step:3d}  masked-patch MSE {loss.item():.4f}")
-    print(f"{steps} steps in {time.perf_counter() - start:.1f}s")
-    mae_dir, clf_dir = output_dir / "mae", output_dir / "classifier"
-    model.save_pretrained(mae_dir)
-    processor.save_pretrained(mae_dir)
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()  # AutoModel lists the decoder keys it (rightly) leaves out
-    encoder = AutoModel.from_pretrained(mae_dir)
-    print(f"saved {mae_dir}: AutoModel loads it as {type(encoder).__name__}")
-    labels = ["Atelectasis", "Cardiomegaly", "Effusion"]
-    classifier = CXRViTForImageClassification.from_checkpoint(model, id2label=labels)
-    classifier.save_pretrained(clf_dir)
-    build_image_processor(classifier.config).save_pretrained(clf_dir)
-    classify = pipeline("image-classification", model=str(clf_dir), top_k=len(labels))
-    from PIL import Image
-
-    example = Image.fromarray((batch[0, 0].clamp(-2, 2) * 60 + 128).byte().numpy())
-    print(f"saved {clf_dir}: pipeline scores (untrained head) {classify(example)}")
+Subparsers = argparse._SubParsersAction
 
 
 def _parse_options(pairs: list[str]) -> dict[str, object]:
@@ -103,10 +53,41 @@ def cache(args: argparse.Namespace) -> None:
     print(f"{total} images cached in {seconds:.1f}s under {args.cache_dir or default_cache_dir()}")
 
 
+def add_cache_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cache", help="decode a dataset once into the compact pixel cache"
+    )
+    parser.add_argument("dataset", help="nih14, chexpert, mimic_cxr, covidx, csv or imagefolder")
+    parser.add_argument("--data_dir", required=True, type=Path)
+    parser.add_argument(
+        "--recipe",
+        choices=["finetune", "linprobe", "pretrain"],
+        default="finetune",
+        help="size each split as this recipe's defaults need it, so the recipe reuses the cache",
+    )
+    parser.add_argument("--image_size", type=int, default=224, help="the model's input size")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="one shortest side for every split (default: from --recipe; warns if it loses detail)",
+    )
+    parser.add_argument(
+        "--cache_dir", type=Path, default=None, help="default: $HF_HOME/hf_cxr_mae/pixel_cache"
+    )
+    parser.add_argument("--num_proc", type=int, default=None)
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a load_cxr_dataset option",
+    )
+    parser.set_defaults(func=cache)
+
+
 def predict(args: argparse.Namespace) -> None:
     """Probabilities per finding for images (PNG, JPEG, DICOM, folders), optional heatmaps."""
-    import json
-
     from .predict import collect_images, load_classifier, predict_files, write_heatmaps
 
     model = load_classifier(args.model)
@@ -124,24 +105,21 @@ def predict(args: argparse.Namespace) -> None:
     if args.json:
         rows = [
             {
-                "path": r.path,
-                "probabilities": r.probabilities,
-                **({"heatmaps": r.heatmaps} if r.heatmaps else {}),
+                "path": result.path,
+                "probabilities": result.probabilities,
+                **({"heatmaps": result.heatmaps} if result.heatmaps else {}),
             }
-            for r in results
+            for result in results
         ]
-        print(
-            json.dumps(
-                {"predictions": rows, "failures": [{"path": p, "error": e} for p, e in failures]},
-                indent=2,
-            )
-        )
+        failed = [{"path": path, "error": error} for path, error in failures]
+        print(json.dumps({"predictions": rows, "failures": failed}, indent=2))
     else:
         names = list(results[0].probabilities) if results else []
-        width = max([len(n) for n in names] + [8])
+        width = max([len(name) for name in names] + [8])
         for result in results:
             print(f"\n{result.path}")
-            for name, value in sorted(result.probabilities.items(), key=lambda kv: -kv[1]):
+            ranked = sorted(result.probabilities.items(), key=lambda item: -item[1])
+            for name, value in ranked:
                 print(f"  {name:<{width}}  {value:.3f}")
             for path in result.heatmaps:
                 print(f"  heatmap: {path}")
@@ -154,6 +132,29 @@ def predict(args: argparse.Namespace) -> None:
         raise SystemExit(1 if not results else 2)
 
 
+def add_predict_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="probabilities per finding for X-ray files (PNG, JPEG, DICOM, folders)"
+    )
+    parser.add_argument("--model", required=True, help="classifier folder or Hub id")
+    parser.add_argument("images", nargs="+", help="image files or folders")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON: path and finding -> probability per image"
+    )
+    parser.add_argument(
+        "--heatmap",
+        default=None,
+        metavar="OUT_DIR",
+        help="write Grad-CAM overlays for the top findings",
+    )
+    parser.add_argument("--heatmap_top", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument(
+        "--no_fast", action="store_true", help="run in fp32 instead of the bf16 fast path"
+    )
+    parser.set_defaults(func=predict)
+
+
 def reconstruct(args: argparse.Namespace) -> None:
     """The MAE's reconstructions of images as one figure."""
     from .predict import collect_images, reconstruct_figure
@@ -162,6 +163,18 @@ def reconstruct(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.save(args.out)
     print(f"wrote {args.out} ({figure.width}x{figure.height})")
+
+
+def add_reconstruct_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reconstruct", help="MAE reconstructions: original | masked | reconstruction | pasted"
+    )
+    parser.add_argument("--model", required=True, help="pre-trained MAE folder or Hub id")
+    parser.add_argument("images", nargs="+")
+    parser.add_argument("--mask-ratio", "--mask_ratio", dest="mask_ratio", type=float, default=0.9)
+    parser.add_argument("--out", type=Path, default=Path("reconstruction.png"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=reconstruct)
 
 
 def convert(args: argparse.Namespace) -> None:
@@ -180,9 +193,30 @@ def convert(args: argparse.Namespace) -> None:
     except (ValueError, KeyError, FileNotFoundError) as err:
         # Bad input, said in words by convert: no traceback. (KeyError's str() adds quotes.)
         raise SystemExit(f"convert: {err.args[0] if isinstance(err, KeyError) else err}") from err
-    print(
-        f"wrote {type(model).__name__.removeprefix('CXR')} ({model.config.model_type}) to {args.output_dir}"
+    kind = type(model).__name__.removeprefix("CXR")
+    print(f"wrote {kind} ({model.config.model_type}) to {args.output_dir}")
+
+
+def add_convert_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="the paper's released .pth (or timm safetensors) -> native transformers folder",
     )
+    parser.add_argument("source", help=".pth / .pt / .safetensors file")
+    parser.add_argument("output_dir", type=Path)
+    parser.add_argument(
+        "--labels", default=None, help="nih14, chexpert5, chexpert14 or A,B,C (classifiers)"
+    )
+    parser.add_argument(
+        "--num_heads", type=int, default=None, help="encoder heads (default: width / 64)"
+    )
+    parser.add_argument("--decoder_num_heads", type=int, default=16)
+    parser.add_argument(
+        "--problem_type",
+        default="multi_label_classification",
+        choices=["multi_label_classification", "single_label_classification"],
+    )
+    parser.set_defaults(func=convert)
 
 
 def push(args: argparse.Namespace) -> None:
@@ -206,138 +240,87 @@ def push(args: argparse.Namespace) -> None:
     print(url)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="hf-cxr-mae", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    qs = sub.add_parser(
-        "quickstart", help="a one-minute tour: tiny MAE -> classifier -> native reload"
-    )
-    qs.add_argument("--output_dir", type=Path, default=Path("out/quickstart"))
-    qs.add_argument("--preset", default="vit-test-patch8-dec32d1b", choices=preset_names())
-    qs.add_argument("--steps", type=int, default=30)
-    qs.add_argument(
-        "--images", type=Path, default=None, help="folder of PNG/JPEG X-rays (optional)"
-    )
-    ca = sub.add_parser("cache", help="decode a dataset once into the compact pixel cache")
-    ca.add_argument("dataset", help="nih14, chexpert, mimic_cxr, covidx, csv or imagefolder")
-    ca.add_argument("--data_dir", required=True, type=Path)
-    ca.add_argument(
-        "--recipe",
-        choices=["finetune", "linprobe", "pretrain"],
-        default="finetune",
-        help="size each split as this recipe's defaults need it, so the recipe reuses the cache",
-    )
-    ca.add_argument("--image_size", type=int, default=224, help="the model's input size")
-    ca.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="one shortest side for every split (default: from --recipe; warns if it loses detail)",
-    )
-    ca.add_argument(
-        "--cache_dir", type=Path, default=None, help="default: $HF_HOME/hf_cxr_mae/pixel_cache"
-    )
-    ca.add_argument("--num_proc", type=int, default=None)
-    ca.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a load_cxr_dataset option",
-    )
-    pr = sub.add_parser(
-        "predict", help="probabilities per finding for X-ray files (PNG, JPEG, DICOM, folders)"
-    )
-    pr.add_argument("--model", required=True, help="classifier folder or Hub id")
-    pr.add_argument("images", nargs="+", help="image files or folders")
-    pr.add_argument(
-        "--json", action="store_true", help="print JSON: path and finding -> probability per image"
-    )
-    pr.add_argument(
-        "--heatmap",
-        default=None,
-        metavar="OUT_DIR",
-        help="write Grad-CAM overlays for the top findings",
-    )
-    pr.add_argument("--heatmap_top", type=int, default=3)
-    pr.add_argument("--batch_size", type=int, default=16)
-    pr.add_argument(
-        "--no_fast", action="store_true", help="run in fp32 instead of the bf16 fast path"
-    )
-    re_ = sub.add_parser(
-        "reconstruct", help="MAE reconstructions: original | masked | reconstruction | pasted"
-    )
-    re_.add_argument("--model", required=True, help="pre-trained MAE folder or Hub id")
-    re_.add_argument("images", nargs="+")
-    re_.add_argument("--mask-ratio", "--mask_ratio", dest="mask_ratio", type=float, default=0.9)
-    re_.add_argument("--out", type=Path, default=Path("reconstruction.png"))
-    re_.add_argument("--seed", type=int, default=0)
-    co = sub.add_parser(
-        "convert",
-        help="the paper's released .pth (or timm safetensors) -> native transformers folder",
-    )
-    co.add_argument("source", help=".pth / .pt / .safetensors file")
-    co.add_argument("output_dir", type=Path)
-    co.add_argument(
-        "--labels", default=None, help="nih14, chexpert5, chexpert14 or A,B,C (classifiers)"
-    )
-    co.add_argument(
-        "--num_heads", type=int, default=None, help="encoder heads (default: width / 64)"
-    )
-    co.add_argument("--decoder_num_heads", type=int, default=16)
-    co.add_argument(
-        "--problem_type",
-        default="multi_label_classification",
-        choices=["multi_label_classification", "single_label_classification"],
-    )
-    pu = sub.add_parser(
+def add_push_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
         "push", help="upload a model folder to the Hub (config, weights, processor, card, metrics)"
     )
-    pu.add_argument("folder", type=Path)
-    pu.add_argument("repo_id")
-    pu.add_argument("--private", action="store_true")
-    pu.add_argument("--token", default=None, help="default: the logged-in token")
-    pu.add_argument("--retries", type=int, default=4)
-    de = sub.add_parser("demo", help="the research demo in the browser (Gradio)")
-    de.add_argument("--model", required=True, help="classifier folder or Hub id")
-    de.add_argument(
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("repo_id")
+    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--token", default=None, help="default: the logged-in token")
+    parser.add_argument("--retries", type=int, default=4)
+    parser.set_defaults(func=push)
+
+
+def demo(args: argparse.Namespace) -> None:
+    """The research demo in the browser."""
+    from .demo_app import launch
+
+    launch(args.model, args.mae, args.host, args.port)
+
+
+def add_demo_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="the research demo in the browser (Gradio)")
+    parser.add_argument("--model", required=True, help="classifier folder or Hub id")
+    parser.add_argument(
         "--mae", default=None, help="pre-trained MAE folder or Hub id, for reconstructions"
     )
-    de.add_argument("--host", default="127.0.0.1")
-    de.add_argument("--port", type=int, default=7860)
-    sub.add_parser(
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.set_defaults(func=demo)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """The evaluation report of a classifier, as the evaluation recipe makes it."""
+    from .training import DataArguments, EvaluateArguments, ModelArguments, parse_recipe_args
+    from .training.runs import run_evaluate
+
+    arguments = (ModelArguments, DataArguments, EvaluateArguments)
+    run_evaluate(*parse_recipe_args(arguments, args.recipe_flags))
+
+
+def add_evaluate_command(subparsers: Subparsers) -> None:
+    # The recipe's own parser (HfArgumentParser) reads every flag, --help included: argparse
+    # passes them on untouched in ``recipe_flags`` (see ``main``).
+    parser = subparsers.add_parser(
         "evaluate",
-        help="evaluation report of a classifier (same flags as recipes/evaluate.py)",
+        help="evaluation report of a classifier (same flags as recipes/evaluate_model.py)",
         add_help=False,
     )
-    if argv is None:
-        argv = sys.argv[1:]
-    if argv and argv[0] == "evaluate":
-        from .training import DataArguments, EvaluateArguments, ModelArguments, parse_recipe_args
-        from .training.runs import run_evaluate
+    parser.set_defaults(func=evaluate, recipe_flags=[])
 
-        run_evaluate(
-            *parse_recipe_args((ModelArguments, DataArguments, EvaluateArguments), argv[1:])
-        )
-        return
-    args = parser.parse_args(argv)
-    if args.command == "quickstart":
-        quickstart(args.output_dir, args.preset, args.steps, args.images)
-    elif args.command == "cache":
-        cache(args)
-    elif args.command == "predict":
-        predict(args)
-    elif args.command == "reconstruct":
-        reconstruct(args)
-    elif args.command == "convert":
-        convert(args)
-    elif args.command == "push":
-        push(args)
-    elif args.command == "demo":
-        from .demo_app import launch
 
-        launch(args.model, args.mae, args.host, args.port)
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    add_cache_command,
+    add_predict_command,
+    add_reconstruct_command,
+    add_convert_command,
+    add_push_command,
+    add_demo_command,
+    add_evaluate_command,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The console script's parser, with every command in ``COMMANDS`` registered."""
+    parser = argparse.ArgumentParser(
+        prog="hf-cxr-mae", description="Chest X-ray MAE models: data cache, reports, serving, Hub."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if "recipe_flags" in vars(args):  # a command that hands its flags to a recipe parser
+        args.recipe_flags = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.func(args)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

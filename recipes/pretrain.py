@@ -6,14 +6,10 @@
 With no config file and no --dataset it runs on the built-in DEMO data (recipes/configs/demo_pretrain.yaml).
 """
 
-import sys
 from pathlib import Path
 
-# This folder holds evaluate.py, which would shadow the `evaluate` library for the whole run.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from hf_cxr_mae.training import DataArguments, ModelArguments, PretrainArguments, parse_recipe_args  # noqa: E402
-from hf_cxr_mae.training.runs import run_pretrain  # noqa: E402
+from hf_cxr_mae.training import DataArguments, ModelArguments, PretrainArguments, parse_recipe_args
+from hf_cxr_mae.training.runs import run_pretrain
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo_pretrain.yaml"
 

@@ -30,13 +30,6 @@ def test_cache_command_builds_and_reuses(nih_dir, tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == files
 
 
-def test_quickstart_runs_end_to_end(tmp_path, capsys):
-    main(["quickstart", "--output_dir", str(tmp_path), "--steps", "3"])
-    out = capsys.readouterr().out
-    assert "AutoModel loads it as ViTMAEModel" in out and "pipeline scores" in out
-    assert (tmp_path / "classifier" / "preprocessor_config.json").is_file()
-
-
 def test_cache_command_sizes_splits_as_the_recipe_and_the_recipe_reuses_it(nih_dir, tmp_path):
     """Without --size the command caches each split at the size the fine-tuning recipe asks for
     (train: what its smallest crop needs; others: the eval resize), so the recipe builds nothing."""

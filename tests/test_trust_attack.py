@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from hf_cxr_mae.data import load_cxr_dataset
-from hf_cxr_mae.data.core import DataValidationError
+from hf_cxr_mae.data.validation import DataValidationError
 
 
 def _png(path: Path, seed: int, size: int = 24) -> Path:
@@ -316,11 +316,11 @@ def test_evaluating_validation_with_another_validation_size_than_the_fine_tuning
     evaluate = [*data, "--model_name_or_path", str(model), "--split", "validation",
                 "--pixel_cache", "false", "--bootstrap_resamples", "0", "--report_to", "none"]  # fmt: skip
     with pytest.raises(ValueError, match=r"fine-tuned with --validation_size 4"):
-        recipe("evaluate").main(
+        recipe("evaluate_model").main(
             [*evaluate, "--validation_size", "3", "--output_dir", str(tmp_path / "e1")]
         )
     reports = [
-        recipe("evaluate").main(
+        recipe("evaluate_model").main(
             [
                 *evaluate,
                 "--validation_size",

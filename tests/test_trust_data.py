@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_cxr_mae.data import DataValidationError, core, label_names, load_cxr_dataset
+from hf_cxr_mae.data import DataValidationError, label_names, load_cxr_dataset
+from hf_cxr_mae.data.label_stats import log_label_counts
 from hf_cxr_mae.data.labels import CHEXPERT5_LABELS, NIH14_LABELS
+from hf_cxr_mae.data.splits import patient_split
 
 _rng = np.random.default_rng(1234)
 
@@ -315,8 +317,8 @@ def test_label_counts_per_split_match_the_file(tmp_path, caplog):
         [p for p, _ in rows],
     )
     dd = load_cxr_dataset("csv", d, validation_size=1, uncertainty="ignore")
-    with caplog.at_level(logging.INFO, logger="hf_cxr_mae.data.core"):
-        counts = core.log_label_counts(dd)
+    with caplog.at_level(logging.INFO, logger="hf_cxr_mae.data.label_stats"):
+        counts = log_label_counts(dd)
     for split, ds in dd.items():
         cells = {p: v.split(",") for p, v in rows}
         expected = {n: sum(cells[i][k] == "1" for i in ds["image_id"]) for k, n in enumerate("XYZ")}
@@ -327,7 +329,7 @@ def test_label_counts_per_split_match_the_file(tmp_path, caplog):
         tmp_path / "cls", [f"{c}/{i}.png" for c, n in (("a", 3), ("b", 5)) for i in range(n)]
     )
     dd = load_cxr_dataset("imagefolder", tmp_path / "cls", validation_size=2)
-    counts = core.log_label_counts(dd)
+    counts = log_label_counts(dd)
     assert sum(counts["train"].values()) + sum(counts["validation"].values()) == 8
     assert counts["train"]["a"] + counts["validation"]["a"] == 3
 
@@ -543,7 +545,7 @@ def test_patient_split_on_a_synthetic_table():
     rng = np.random.default_rng(3)
     patients = [f"p{i}" for i in range(40) for _ in range(rng.integers(1, 6))]
     ds = Dataset.from_dict({"patient_id": patients, "row": list(range(len(patients)))})
-    train, val = core.patient_split(ds, 0.25, seed=7)
+    train, val = patient_split(ds, 0.25, seed=7)
     assert not set(train["patient_id"]) & set(val["patient_id"])
     assert sorted(list(train["row"]) + list(val["row"])) == list(range(len(patients)))
     assert len(val) >= 0.25 * len(patients)

@@ -19,7 +19,7 @@ from pydicom.uid import (
 
 from hf_cxr_mae.data import load_cxr_dataset, read_xray
 from hf_cxr_mae.data.cache import build_cache
-from hf_cxr_mae.data.core import DataValidationError
+from hf_cxr_mae.data.validation import DataValidationError
 
 SECRETS = ("SECRET^PATIENT", "SECRET-ID-4711", "19450101")
 ROWS, COLS = 32, 40

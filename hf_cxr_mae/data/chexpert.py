@@ -8,16 +8,12 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict
 
-from .core import (
-    DataValidationError,
-    build_splits,
-    csv_where,
-    patient_split,
-    raise_or_skip,
-)
+from .building import build_splits
 from .files import read_csv
 from .labels import CHEXPERT5_LABELS, CHEXPERT14_LABELS, check_policy, parse_label_rows
 from .split_files import load_from_split_files, parse_split_files
+from .splits import patient_split
+from .validation import DataValidationError, csv_where, raise_or_skip
 
 
 def label_set(findings: str | list[str]) -> list[str]:

@@ -9,16 +9,12 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict
 
-from .core import (
-    DataValidationError,
-    Problem,
-    build_splits,
-    patient_split,
-    raise_or_skip,
-)
+from .building import build_splits
 from .files import read_text
 from .labels import warn_lookalike_names
 from .split_files import load_from_split_files, parse_split_files
+from .splits import patient_split
+from .validation import DataValidationError, Problem, raise_or_skip
 
 _SPLIT_FILES = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .core import DataValidationError, Problem, report
+from .validation import DataValidationError, Problem, format_problems
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def check_csv_rows(text: str, path: Path) -> None:
     except csv.Error as err:
         raise DataValidationError(f"{path} line {start}: {err} (a quote left open?)") from err
     if problems:
-        raise DataValidationError(report(problems, f"rows in {path}"))
+        raise DataValidationError(format_problems(problems, f"rows in {path}"))
 
 
 def check_header(text: str, path: Path) -> None:
@@ -160,5 +160,5 @@ def read_list(path: Path) -> list[tuple[str, str]]:
         first[value] = where
         entries.append((where, value))
     if repeats:
-        logger.warning("%s", report(repeats, f"entries in {path}", kind="repeated"))
+        logger.warning("%s", format_problems(repeats, f"entries in {path}", kind="repeated"))
     return entries

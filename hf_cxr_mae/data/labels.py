@@ -5,13 +5,13 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from ..modeling import IGNORE_LABEL
-from .core import DataValidationError, Problem, csv_where
+from ..constants import IGNORE_LABEL
+from .validation import DataValidationError, Problem, csv_where
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,6 @@ def check_policy(policy: str) -> None:
         raise ValueError(
             f"Unknown uncertainty policy {policy!r}; choose one of {', '.join(POLICIES)}."
         )
-
-
-def check_names(wanted: Sequence[str], available: Sequence[str], where: str) -> None:
-    unknown = [n for n in wanted if n not in available]
-    if unknown:
-        raise ValueError(f"Unknown label name(s) {unknown} for {where}; valid: {list(available)}.")
 
 
 def parse_label_rows(

@@ -11,7 +11,9 @@ from datasets import Dataset, DatasetDict, Value, concatenate_datasets
 
 from .chexpert import load_chexpert
 from .covidx import load_covidx
-from .generic import from_hf_dataset, load_csv, load_imagefolder
+from .csv_source import load_csv
+from .hf_dataset import from_hf_dataset
+from .imagefolder import load_imagefolder
 from .mimic import load_mimic_cxr
 from .nih14 import load_nih14
 

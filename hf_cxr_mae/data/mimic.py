@@ -8,18 +8,13 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict
 
+from .building import build_splits
 from .chexpert import label_set
-from .core import (
-    DataValidationError,
-    Problem,
-    build_splits,
-    csv_where,
-    drop_duplicates,
-    raise_or_skip,
-)
+from .duplicates import drop_duplicates
 from .files import read_csv
 from .labels import check_policy, parse_label_rows
 from .split_files import load_from_split_files, parse_split_files
+from .validation import DataValidationError, Problem, csv_where, raise_or_skip
 
 _SPLITS = {"train": "train", "validate": "validation", "test": "test"}
 

@@ -9,18 +9,13 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict
 
-from .core import (
-    DataValidationError,
-    Problem,
-    build_splits,
-    csv_where,
-    drop_duplicates,
-    patient_split,
-    raise_or_skip,
-)
+from .building import build_splits
+from .duplicates import drop_duplicates
 from .files import read_csv, read_list
 from .labels import NIH14_LABELS
 from .split_files import load_from_split_files, paper_split_files, parse_split_files
+from .splits import patient_split
+from .validation import DataValidationError, Problem, csv_where, raise_or_skip
 
 NO_FINDING = "No Finding"
 

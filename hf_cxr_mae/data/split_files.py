@@ -19,8 +19,10 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict
 
-from .core import DataValidationError, Problem, build_splits, patient_split, raise_or_skip, report
+from .building import build_splits
 from .files import read_text
+from .splits import patient_split
+from .validation import DataValidationError, Problem, format_problems, raise_or_skip
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +127,11 @@ def read_split_file(path: Path) -> list[tuple[str, str, list[str]]]:
         first[name] = (where, labels)
         entries.append((where, name, labels))
     if repeats:
-        logger.warning("%s", report(repeats, f"entries in {path}", kind="repeated"))
+        logger.warning("%s", format_problems(repeats, f"entries in {path}", kind="repeated"))
     if conflicts:
-        raise DataValidationError(report(conflicts, f"entries in {path}", kind="conflicting"))
+        raise DataValidationError(
+            format_problems(conflicts, f"entries in {path}", kind="conflicting")
+        )
     if not entries:
         raise DataValidationError(f"{path} lists no images.")
     return entries

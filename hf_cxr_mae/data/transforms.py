@@ -24,7 +24,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..processing import eval_resize_size
+from ..constants import eval_resize_size
 from .images import read_xray, to_grayscale
 
 MODES = ("pretrain", "train", "eval")

@@ -1,19 +1,15 @@
 """Evaluating a classifier on one split.
 
-    accelerate launch recipes/evaluate.py [CONFIG.yaml] [--flag value ...]
-    python recipes/evaluate.py [CONFIG.yaml] [--flag value ...]
+    accelerate launch recipes/evaluate_model.py [CONFIG.yaml] [--flag value ...]
+    python recipes/evaluate_model.py [CONFIG.yaml] [--flag value ...]
 
 With no config file and no --dataset it runs on the built-in DEMO data (recipes/configs/demo_evaluate.yaml).
 """
 
-import sys
 from pathlib import Path
 
-# This folder holds evaluate.py, which would shadow the `evaluate` library for the whole run.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from hf_cxr_mae.training import DataArguments, EvaluateArguments, ModelArguments, parse_recipe_args  # noqa: E402
-from hf_cxr_mae.training.runs import run_evaluate  # noqa: E402
+from hf_cxr_mae.training import DataArguments, EvaluateArguments, ModelArguments, parse_recipe_args
+from hf_cxr_mae.training.runs import run_evaluate
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo_evaluate.yaml"
 

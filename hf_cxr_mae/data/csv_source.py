@@ -1,0 +1,126 @@
+"""A labelled CSV: image paths and labels, as one column per finding or one delimited column."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+from datasets import DatasetDict
+
+from .building import build_splits
+from .files import read_csv
+from .labels import check_policy, parse_label_rows, warn_lookalike_names
+from .split_files import SPLIT_ALIASES, load_from_split_files, parse_split_files
+from .splits import patient_split
+from .validation import DataValidationError, Problem, csv_where, raise_or_skip
+
+
+def load_csv(
+    data_dir: str | Path,
+    csv_file: str = "labels.csv",
+    image_column: str = "path",
+    label_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    label_delimiter: str = "|",
+    label_names: Sequence[str] | None = None,
+    no_finding: str | None = "No Finding",
+    uncertainty: str = "ignore",
+    patient_column: str | None = None,
+    view_column: str | None = None,
+    split_column: str | None = None,
+    validation_size: float | int = 0.1,
+    seed: int = 0,
+    check_images: str = "open",
+    on_bad: str = "raise",
+    split_files: Mapping[str, str | Path] | str | None = None,
+) -> DatasetDict:
+    """A CSV with an image-path column (relative to ``data_dir``) and labels given either as one
+    1/0/-1/blank column per finding (``label_columns``; default: every column not otherwise
+    named) or as one delimited column (``label_column``, e.g. ``"A|B"``, names from
+    ``label_names`` or the sorted values found). ``split_column`` values train/validation/test
+    define splits; otherwise all rows are train and a patient-disjoint validation is split off.
+    ``split_files`` (``{"train": ..., "validation": ..., "test": ...}``) overrides both: each line
+    names an image as the image column does, optionally followed by its targets in label order."""
+    check_policy(uncertainty)
+    data_dir = Path(data_dir)
+    csv_path = data_dir / csv_file
+    frame = read_csv(csv_path, dtype=str, keep_default_na=False)
+    named = [
+        c for c in (image_column, patient_column, view_column, split_column, label_column) if c
+    ]
+    if missing := [c for c in named if c not in frame.columns]:
+        raise DataValidationError(
+            f"{csv_path} has no column(s) {missing}; columns: {list(frame.columns)}."
+        )
+    problems: list[Problem] = []
+    targets: list[list[float]] = []
+    if label_column is not None:
+        cells = [
+            [t.strip() for t in v.split(label_delimiter) if t.strip()] for v in frame[label_column]
+        ]
+        found = Counter(t for c in cells for t in set(c) if t != no_finding)
+        if label_names is None:
+            warn_lookalike_names(found, f"{csv_path} column {label_column!r}")
+        names = list(label_names) if label_names is not None else sorted(found)
+        for i, tokens in enumerate(cells):
+            unknown = [t for t in tokens if t not in names and t != no_finding]
+            if unknown:
+                problems.append(
+                    Problem(csv_where(csv_path, i), f"unknown label(s) {unknown}; valid: {names}")
+                )
+            targets.append([1.0 if n in tokens else 0.0 for n in names])
+    else:
+        names = (
+            list(label_columns)
+            if label_columns is not None
+            else [c for c in frame.columns if c not in named]
+        )
+        if missing := [c for c in names if c not in frame.columns]:
+            raise DataValidationError(
+                f"{csv_path} has no label column(s) {missing}; columns: {list(frame.columns)}."
+            )
+        if not names:
+            raise DataValidationError(f"{csv_path} has no label columns.")
+        targets, problems = parse_label_rows(frame, csv_path, names, uncertainty)
+    records = pd.DataFrame(
+        {
+            "where": [csv_where(csv_path, i) for i in range(len(frame))],
+            "path": frame[image_column],
+            "labels": targets,
+            # A blank patient cell is no patient id, not one patient shared by every blank row.
+            "patient_id": frame[patient_column].str.strip().replace("", None)
+            if patient_column
+            else None,
+            "view": frame[view_column] if view_column else None,
+            "split": frame[split_column] if split_column else "train",
+        }
+    )
+    skipped = raise_or_skip(problems, on_bad, f"label cells in {csv_path}")
+    records = records[~records["where"].isin(skipped)]
+    kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
+    if split_files is not None:
+        return load_from_split_files(
+            records.drop(columns="split").reset_index(drop=True),
+            parse_split_files(split_files, data_dir),
+            str(csv_path),
+            data_dir,
+            validation_size=validation_size,
+            seed=seed,
+            **kwargs,
+        )
+    if bad_splits := sorted(set(records["split"]) - set(SPLIT_ALIASES)):
+        raise DataValidationError(
+            f"{csv_path}: unknown split value(s) {bad_splits} in {split_column!r}; use train/validation/test."
+        )
+    records["split"] = records["split"].map(SPLIT_ALIASES)
+    parts = {
+        s: records[records["split"] == s]
+        for s in ("train", "validation", "test")
+        if (records["split"] == s).any()
+    }
+    out = build_splits(parts, data_dir, str(csv_path), **kwargs)
+    if "train" in out and "validation" not in out:
+        out["train"], out["validation"] = patient_split(out["train"], validation_size, seed)
+    return DatasetDict(out)
