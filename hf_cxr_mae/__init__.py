@@ -7,7 +7,6 @@ from .modeling import (
     CXRMAEModel,
     CXRViTForImageClassification,
     check_pixel_values,
-    layer_decay_param_groups,
     resize_pos_embed,
     sincos_pos_embed,
 )
@@ -26,7 +25,6 @@ __all__ = [
     "CXRViTForImageClassification",
     "build_image_processor",
     "check_pixel_values",
-    "layer_decay_param_groups",
     "preset_names",
     "resize_pos_embed",
     "sincos_pos_embed",

@@ -13,6 +13,7 @@ transformers name and meaning. They differ in what they serialise as:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from transformers import ViTMAEConfig
@@ -47,6 +48,24 @@ _MAE_ONLY_FIELDS = (
     "mask_ratio",
     "norm_pix_loss",
 )
+
+
+# The valid range of each model / recipe setting that is checked both as a flag and in a config:
+# (test, what the error says it must be).
+_VALID: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "mask_ratio": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
+    "drop_path_rate": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "layer_decay": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "pooling": (lambda v: v in ("mean", "cls"), "'mean' or 'cls'"),
+}
+
+
+def check_setting(name: str, value: Any, flag: str | None = None) -> None:
+    """Refuse a ``mask_ratio`` / ``drop_path_rate`` / ``layer_decay`` / ``pooling`` out of its
+    range, named as the user gave it (``flag``, e.g. ``--mask_ratio``) or as the config field."""
+    valid, what = _VALID[name]
+    if not valid(value):
+        raise ValueError(f"{flag or name} must be {what}, got {value!r}.")
 
 
 def preset_names() -> list[str]:
@@ -89,13 +108,6 @@ class _PresetMixin:
         kwargs.update(overrides)
         return cls(**kwargs)
 
-    @property
-    def eval_resize_size(self) -> int:
-        """Shortest-edge size before the evaluation centre crop (256 for 224 px models)."""
-        from .processing import eval_resize_size
-
-        return eval_resize_size(self)
-
     def _validate_cxr_fields(self) -> None:
         size = self.image_size
         if isinstance(size, (list, tuple)):
@@ -135,8 +147,7 @@ class CXRMAEConfig(_PresetMixin, ViTMAEConfig):
         super().__post_init__(**kwargs)
         self.image_mean = list(self.image_mean)
         self.image_std = list(self.image_std)
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
+        check_setting("mask_ratio", self.mask_ratio)
         self._validate_cxr_fields()
 
 
@@ -144,8 +155,8 @@ class CXRClassifierConfig(_PresetMixin, ViTMAEConfig):
     """Multi-label (or single-label) ViT classifier config; saved as a native BEiT config.
 
     ``pooling="mean"`` is MAE's fine-tuning head (mean of patch tokens, LayerNorm, Linear);
-    ``pooling="cls"`` takes the final-norm cls token. ``layer_decay`` and ``drop_path_rate``
-    travel with the model so a recipe can read them back.
+    ``pooling="cls"`` takes the final-norm cls token. ``drop_path_rate`` and the ``layer_decay``
+    the model was fine-tuned with (recorded by the recipes; 1.0: none) travel with the model.
     """
 
     model_type = "beit"
@@ -170,8 +181,7 @@ class CXRClassifierConfig(_PresetMixin, ViTMAEConfig):
         super().__post_init__(**kwargs)
         if self.problem_type is None:
             self.problem_type = "multi_label_classification"
-        if self.pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}.")
+        check_setting("pooling", self.pooling)
         self.use_mean_pooling = self.pooling == "mean"
         if self.use_relative_position_bias or self.use_shared_relative_position_bias:
             raise ValueError("CXRClassifierConfig does not support BEiT relative position bias.")
@@ -179,10 +189,8 @@ class CXRClassifierConfig(_PresetMixin, ViTMAEConfig):
             raise ValueError("CXRClassifierConfig does not support layer scale (MAE has none).")
         if not self.use_absolute_position_embeddings:
             raise ValueError("CXRClassifierConfig needs absolute position embeddings.")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
-        if not 0.0 < self.layer_decay <= 1.0:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}.")
+        check_setting("drop_path_rate", self.drop_path_rate)
+        check_setting("layer_decay", self.layer_decay)
         self.image_mean = list(self.image_mean)
         self.image_std = list(self.image_std)
         if self.id2label is not None and not self.label2id:

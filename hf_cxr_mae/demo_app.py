@@ -92,7 +92,7 @@ class Analyzer:
     def __init__(self, model_id: str, mae_id: str | None = None) -> None:
         from .inference import fast_classifier
         from .predict import load_classifier
-        from .training.runs import data_settings
+        from .processing import data_settings
 
         self.model = load_classifier(model_id)
         self.settings = data_settings(self.model)
@@ -174,7 +174,7 @@ def synthetic_examples(folder: Path, count: int = 2) -> list[str]:
     """Example images for the page: synthetic chest pictures (not patients), written once."""
     import numpy as np
 
-    from .training.demo import render_chest
+    from .data.demo import render_chest
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)

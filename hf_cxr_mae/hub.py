@@ -121,21 +121,29 @@ def _eval_result(dataset: str, split: str | None, name: str, value: float) -> Ev
     )
 
 
-def render_card(
-    kind: str,
-    config: Any,
-    *,
-    model_name: str,
-    datasets: list[str],
-    hyperparameters: dict[str, Any] | None = None,
-    report: dict[str, Any] | None = None,
-    base_model: str | None = None,
-    uncertainty: str | None = None,
-    source: str | None = None,
-    repo_id: str | None = None,
-) -> ModelCard:
+@dataclasses.dataclass
+class CardData:
+    """What a model card says, filled from the run as it happens and rendered once by
+    ``render_card``: the model (``config``), its data, the recipe settings that differ from the
+    defaults, the test report once there is one, and where it started from / goes to."""
+
+    kind: str  # "pretrain", "classifier" or "conversion"
+    config: Any
+    model_name: str
+    datasets: list[str] = dataclasses.field(default_factory=list)
+    hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    report: dict[str, Any] | None = None
+    base_model: str | None = None
+    uncertainty: str | None = None
+    source: str | None = None  # the converted checkpoint's name (conversions only)
+    repo_id: str | None = None  # the Hub repo pushed to: the widget's example image lives there
+
+
+def render_card(card: CardData) -> ModelCard:
     """A card for a ``pretrain`` encoder, a ``classifier`` or a ``conversion`` (``source`` set)."""
-    classifier = getattr(config, "model_type", "") == "beit" or kind == "classifier"
+    config, datasets, report = card.config, card.datasets, card.report
+    base_model, source, repo_id = card.base_model, card.source, card.repo_id
+    classifier = getattr(config, "model_type", "") == "beit" or card.kind == "classifier"
     labels = [config.id2label[i] for i in range(config.num_labels)] if classifier else []
     preset = (getattr(config, "preset", None) or "").split("-dec")[0]
     eval_results = []
@@ -167,7 +175,7 @@ def render_card(
         tags=TAGS,
         datasets=[d for d in datasets if d != "demo"] or None,
         base_model=base_model if _is_hub_id(base_model) else None,
-        model_name=model_name,
+        model_name=card.model_name,
         eval_results=eval_results or None,
         widget=widget,
     )
@@ -175,16 +183,16 @@ def render_card(
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
-        repo_name=model_name,
-        kind="conversion" if source else kind,
+        repo_name=card.model_name,
+        kind="conversion" if source else card.kind,
         classifier=classifier,
         labels=labels,
         config=config,
         preset=preset or "custom",
         datasets_text=", ".join(datasets) if datasets else "unknown",
-        hyperparameters=scrub(hyperparameters or {}),
+        hyperparameters=scrub(card.hyperparameters),
         report=report,
-        uncertainty=uncertainty,
+        uncertainty=card.uncertainty,
         base_model_note=None
         if base_model is None or _is_hub_id(base_model)
         else "a local checkpoint",
@@ -196,21 +204,56 @@ def render_card(
     )
 
 
-def write_card(output_dir: str | Path, **kwargs: Any) -> Path:
+def write_card(output_dir: str | Path, card: CardData) -> Path:
+    """README.md: the rendered card."""
     path = Path(output_dir) / "README.md"
-    render_card(**kwargs).save(path)
+    render_card(card).save(path)
     return path
 
 
 def write_conversion_card(output_dir: Path, config: Any, kind: str, source_name: str) -> Path:
     return write_card(
         output_dir,
-        kind=kind,
-        config=config,
-        model_name=output_dir.name,
-        datasets=[],
-        source=source_name,
+        CardData(kind=kind, config=config, model_name=output_dir.name, source=source_name),
     )
+
+
+def write_run_card(output_dir: str | Path, card: CardData, *arg_objects: Any) -> None:
+    """A run's README.md (the card, its recipe the settings that differ from the defaults) and
+    training_args.json (scrubbed of secrets and local paths)."""
+    write_training_args(output_dir, *arg_objects)
+    card.hyperparameters = non_default_args(*arg_objects)
+    write_card(output_dir, card)
+
+
+def take_push(training_args) -> BackgroundPusher | None:
+    """Our own push (retries, never raising, on a background thread), or None; the Trainer's own
+    push is switched off. The token leaves ``training_args`` here, before the Trainer pickles them
+    into ``training_args.bin`` (at the root and in every checkpoint): only the pusher keeps it."""
+    token, training_args.hub_token = training_args.hub_token, None
+    push, training_args.push_to_hub = bool(training_args.push_to_hub), False
+    if not push:
+        return None
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    return BackgroundPusher(
+        repo_id, training_args.hub_private_repo, token, training_args.push_retries
+    )
+
+
+def publish(
+    output_dir: str | Path, card: CardData, arg_objects: tuple, pusher, push_timeout: float
+) -> None:
+    """The card again (now with the metrics) and, when asked, the push; waits a bounded time for
+    the pushes still running in the background and logs how they went. Main process only."""
+    from .data.demo import make_demo_dataset
+
+    write_run_card(output_dir, card, *arg_objects)
+    if pusher is None:
+        return
+    example = make_demo_dataset(num_train=1, num_validation=0, num_test=0, size=256)["train"][0]
+    example["image"].save(Path(output_dir) / "example.png")  # the widget's: synthetic, no patient
+    pusher.submit(output_dir, "Upload model from hf-cxr-mae")
+    pusher.close(push_timeout)
 
 
 def write_training_args(output_dir: str | Path, *arg_objects: Any) -> Path:

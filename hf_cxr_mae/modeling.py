@@ -35,9 +35,8 @@ from transformers.models.vit_mae.modeling_vit_mae import (
 )
 
 from .configuration import CXRClassifierConfig, CXRMAEConfig
+from .constants import IGNORE_LABEL
 
-# Multi-hot entries with this value are left out of the loss (e.g. CheXpert "ignore" policy).
-IGNORE_LABEL = -1.0
 # MAE fine-tuning initialises the new head with a tiny std so training starts near zero logits.
 HEAD_INIT_STD = 2e-5
 
@@ -299,6 +298,99 @@ def classification_loss(
     return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
+# What each run may start from (a checkpoint's ``model_type``), and how the refusal names it.
+SOURCE_MODEL_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "pretrain": (("vit_mae",), "pre-training"),
+    "vit": (("vit_mae", "beit"), "--architecture vit"),
+    "densenet121": (("timm_wrapper",), "--architecture densenet121"),
+}
+
+
+def source_model_type(path: str) -> str:
+    """The ``model_type`` of a checkpoint folder or Hub id, or a clear error naming it."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path).model_type
+    except OSError as err:
+        hint = (
+            " (the demo fine-tuning starts from recipes/pretrain.py's demo output: run it first)"
+            if "demo" in path
+            else ""
+        )
+        raise ValueError(
+            f"Cannot load --model_name_or_path {path!r}: no such folder, and not found on the Hub{hint}. {err}"
+        ) from err
+
+
+def check_source_checkpoint(path: str | None, kind: str) -> None:
+    """Refuse a checkpoint of another architecture before any data is read (``kind``: a key of
+    ``SOURCE_MODEL_TYPES``); nothing to check without one."""
+    if not path:
+        return
+    allowed, what = SOURCE_MODEL_TYPES[kind]
+    model_type = source_model_type(path)
+    if model_type not in allowed:
+        raise ValueError(
+            f"{path} is a {model_type!r} checkpoint; {what} starts from {' or '.join(allowed)}."
+        )
+
+
+def build_pretraining_model(model_args) -> tuple[CXRMAEForPreTraining | None, CXRMAEConfig]:
+    """The MAE to pre-train and its config: continued from ``model_name_or_path`` (checked), or a
+    config from the preset (the model is then built once the data is ready: ``None``)."""
+    if model_args.model_name_or_path:
+        check_source_checkpoint(model_args.model_name_or_path, "pretrain")
+        model = CXRMAEForPreTraining.from_pretrained(
+            model_args.model_name_or_path, mask_ratio=model_args.mask_ratio
+        )
+        return model, model.config
+    overrides = {"mask_ratio": model_args.mask_ratio, "norm_pix_loss": model_args.norm_pix_loss}
+    if model_args.image_size:
+        overrides["image_size"] = model_args.image_size
+    return None, CXRMAEConfig.from_preset(model_args.preset, **overrides)
+
+
+def build_classifier(
+    model_args, names: list[str], problem_type: str, layer_decay: float | None = None
+) -> PreTrainedModel:
+    """The model to fine-tune: ViT (from an MAE, a classifier or scratch) or timm DenseNet-121.
+    A ViT's config records the ``layer_decay`` it is trained with (None: none, 1.0)."""
+    id2label = dict(enumerate(names))
+    if model_args.architecture == "densenet121":
+        from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+        if model_args.model_name_or_path:
+            return TimmWrapperForImageClassification.from_pretrained(
+                model_args.model_name_or_path, id2label=id2label, problem_type=problem_type
+            )
+        config = TimmWrapperConfig(
+            architecture="densenet121",
+            num_labels=len(names),
+            id2label=id2label,
+            problem_type=problem_type,
+        )
+        return TimmWrapperForImageClassification(config)
+    overrides: dict[str, Any] = {
+        "drop_path_rate": model_args.drop_path_rate,
+        "pooling": model_args.pooling,
+        "problem_type": problem_type,
+        "layer_decay": layer_decay or 1.0,
+    }
+    if model_args.image_size:
+        overrides["image_size"] = model_args.image_size
+    if model_args.model_name_or_path:
+        return CXRViTForImageClassification.from_checkpoint(
+            model_args.model_name_or_path,
+            id2label=names,
+            reinit_head=model_args.reinit_head,
+            **overrides,
+        )
+    return CXRViTForImageClassification(
+        CXRClassifierConfig.from_preset(model_args.preset, id2label=id2label, **overrides)
+    )
+
+
 def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int) -> torch.Tensor:
     """Bicubic resize of a ``(1, 1 + g*g, D)`` position table to ``new_grid``; cls row kept."""
     cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
@@ -344,63 +436,3 @@ def _load_source(source: PreTrainedModel | str | PathLike) -> PreTrainedModel:
             f"Cannot build a classifier from a {type(model).__name__}; expected a ViT MAE."
         )
     return model
-
-
-def _layer_id(name: str, num_layers: int) -> int:
-    """0 for embeddings, i+1 for block i, num_layers+1 for everything above the blocks."""
-    if ".embeddings." in f".{name}":
-        return 0
-    match = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
-    if match:
-        return int(match.group(1)) + 1
-    return num_layers + 1
-
-
-_NO_DECAY = re.compile(r"(position_embeddings|decoder_pos_embed|cls_token)$")
-# Position embeddings only: what stays exempt when the tokens are decayed (the official
-# pre-training keeps them fixed, so they are frozen and never reach the optimizer anyway).
-_NO_DECAY_POSITIONS = re.compile(r"(position_embeddings|decoder_pos_embed)$")
-
-
-def layer_decay_param_groups(
-    model: nn.Module,
-    weight_decay: float = 0.05,
-    layer_decay: float = 0.75,
-    lr: float | None = None,
-    decay_tokens: bool = False,
-) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with layer-wise LR decay (MAE / BEiT fine-tuning).
-
-    Each group's ``lr_scale`` is ``layer_decay ** (num_layers + 1 - layer_id)``: patch and
-    position embeddings and the cls token are layer 0, block ``i`` is layer ``i + 1``, the
-    final / pooling norm and head (and an MAE decoder) are the top. Biases, norms, position
-    embeddings and the cls token get no weight decay (official fine-tuning). With
-    ``decay_tokens`` the cls token is decayed like any parameter of two or more dimensions, as
-    the mask token always is (official pre-training). With ``lr`` each group also gets ``lr * lr_scale``.
-    Frozen parameters are left out.
-    """
-    exempt = _NO_DECAY_POSITIONS if decay_tokens else _NO_DECAY
-    num_layers = getattr(model.config, "num_hidden_layers", 0)  # 0: not a ViT, one scale for all
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        layer = _layer_id(name, num_layers)
-        no_decay = param.ndim == 1 or bool(exempt.search(name))
-        group = groups.setdefault(
-            (layer, no_decay),
-            {
-                "params": [],
-                "param_names": [],
-                "weight_decay": 0.0 if no_decay else weight_decay,
-                "lr_scale": layer_decay ** (num_layers + 1 - layer),
-                "layer_id": layer,
-            },
-        )
-        group["params"].append(param)
-        group["param_names"].append(name)
-    out = [groups[key] for key in sorted(groups)]
-    if lr is not None:
-        for group in out:
-            group["lr"] = lr * group["lr_scale"]
-    return out

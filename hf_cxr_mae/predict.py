@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.core import IMAGE_SUFFIXES
+from .data.image_paths import IMAGE_SUFFIXES
 from .data.images import read_xray
 from .data.transforms import create_transform
 
@@ -30,13 +30,13 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders expanded to their PNG / JPEG / DICOM files (sorted, recursive;
     DICOM also without suffix), OS and tool junk (``.DS_Store``, AppleDouble ``._*``,
     ``.ipynb_checkpoints/``, ``__MACOSX/``, ``Thumbs.db``) ignored, other files named in a warning."""
-    from .data.generic import _visible_images
+    from .data.imagefolder import visible_images
     from .data.images import has_dicom_magic
 
     out: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            images, _, files = _visible_images(item)
+            images, _, files = visible_images(item)
             is_dicom = {p: has_dicom_magic(item / p) for p in files}  # IM0001 from PACS
             dicoms = [p for p in files if is_dicom[p]]
             others = [p for p in files if not is_dicom[p]]
@@ -67,7 +67,7 @@ def load_classifier(model_name_or_path: str):
 
 
 def _settings(model):
-    from .training.runs import data_settings
+    from .processing import data_settings
 
     return data_settings(model)
 
@@ -179,6 +179,7 @@ def reconstruct_figure(
     """original | masked | reconstruction | visible + recon., a row per image."""
     from transformers import AutoConfig
 
+    from .configuration import check_setting
     from .modeling import CXRMAEForPreTraining
     from .visualization import reconstruction_grid
 
@@ -187,8 +188,7 @@ def reconstruct_figure(
         raise ValueError(
             f"{model_name_or_path} is not a full MAE (encoder + decoder) checkpoint; reconstruct needs one."
         )
-    if not 0 < mask_ratio < 1:
-        raise ValueError(f"--mask-ratio must be in (0, 1), got {mask_ratio}.")
+    check_setting("mask_ratio", mask_ratio, flag="--mask-ratio")
     model = CXRMAEForPreTraining.from_pretrained(model_name_or_path, mask_ratio=mask_ratio).eval()
     transform = create_transform(model.config, "eval")
     pixels = torch.stack([transform(read_xray(p)) for p in paths]).expand(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .training.metrics import auroc_metrics
+from .metrics.classification import SINGLE_LABEL, metrics_for, scores_and_targets
 
 
 def _auroc_or_nan(y: np.ndarray, s: np.ndarray) -> float:
@@ -133,19 +133,12 @@ def write_report(
     """Write metrics.json, roc.png (and confusion_matrix.png for single-label) and report.md."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    logits = np.asarray(logits, dtype=np.float64)
     names = list(names)
-    single = problem_type == "single_label_classification"
-    if single:
-        classes = np.asarray(labels).astype(int).reshape(-1)
-        exp = np.exp(logits - logits.max(-1, keepdims=True))
-        scores = exp / exp.sum(-1, keepdims=True)
-        targets = np.eye(len(names))[classes]
-    else:
-        scores = 1.0 / (1.0 + np.exp(-logits))
-        targets = np.asarray(labels, dtype=np.float64)
+    single = problem_type == SINGLE_LABEL
+    scores, targets = scores_and_targets(logits, labels, len(names), problem_type)
     report: dict[str, Any] = {"split": split, "num_images": len(targets), **(extra or {})}
-    report.update(auroc_metrics(scores, targets, names))
+    # AUROC / AP per finding (and accuracy, sensitivity, PPV single-label): the training metrics.
+    report.update(metrics_for(problem_type)(logits, labels, names))
     per_ci, mean_ci = bootstrap_auroc(scores, targets, n_resamples, seed)
     report["auroc_ci95"] = {
         n: (list(ci) if ci else None) for n, ci in zip(names, per_ci, strict=True)
@@ -167,24 +160,22 @@ def write_report(
         roc_figure(scores, targets, names, out / "roc.png")
     figures = ["roc.png"]
     if single:
-        pred = scores.argmax(-1)
+        classes = targets.argmax(-1)
         matrix = np.zeros((len(names), len(names)), dtype=int)
-        np.add.at(matrix, (classes, pred), 1)
-        report["accuracy"] = float((pred == classes).mean())
-        report["sensitivity"] = {
-            n: float(matrix[k, k] / matrix[k].sum()) if matrix[k].sum() else None
-            for k, n in enumerate(names)
-        }
-        report["ppv"] = {
-            n: float(matrix[k, k] / matrix[:, k].sum()) if matrix[:, k].sum() else None
-            for k, n in enumerate(names)
-        }
+        np.add.at(matrix, (classes, scores.argmax(-1)), 1)
         report["confusion_matrix"] = matrix.tolist()
         confusion_figure(matrix, names, out / "confusion_matrix.png")
         figures.append("confusion_matrix.png")
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_metrics_json(out, report)
     (out / "report.md").write_text(_markdown(report, names, figures))
     return report
+
+
+def write_metrics_json(output_dir: str | Path, report: dict[str, Any]) -> Path:
+    """metrics.json, the one writer (evaluation reports and the runs' test metrics)."""
+    path = Path(output_dir) / "metrics.json"
+    path.write_text(json.dumps(report, indent=2))
+    return path
 
 
 def _fmt(value: float | None) -> str:

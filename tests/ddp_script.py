@@ -9,11 +9,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from recipe_utils import TINY_TRAIN, recipe
 
-from hf_cxr_mae.training import runs
+from hf_cxr_mae.data import recipe_data
+from hf_cxr_mae.training import finetune
 
 out = Path(sys.argv[1])
 record = {"train_ids": [], "eval_counts": []}
-original_transform, original_metrics = runs.batch_transform, runs.compute_metrics_fn
+original_transform, original_metrics = recipe_data.batch_transform, finetune.compute_metrics_fn
 
 
 def recording_transform(transform, label_order=None, seeds=None):
@@ -28,7 +29,7 @@ def recording_transform(transform, label_order=None, seeds=None):
 
 
 train_transform_marker = {}
-original_create = runs.create_transform
+original_create = finetune.create_transform
 
 
 def marking_create(settings, mode, **kwargs):
@@ -48,7 +49,7 @@ def recording_metrics(names, problem_type):
     return compute
 
 
-class RecordingTrainer(runs.CXRTrainer):
+class RecordingTrainer(finetune.CXRTrainer):
     def train(self, *args, **kwargs):
         result = super().train(*args, **kwargs)
         state = self.accelerator.unwrap_model(self.model).state_dict()
@@ -58,12 +59,9 @@ class RecordingTrainer(runs.CXRTrainer):
         return result
 
 
-runs.batch_transform, runs.compute_metrics_fn, runs.create_transform = (
-    recording_transform,
-    recording_metrics,
-    marking_create,
-)
-runs.CXRTrainer = RecordingTrainer
+recipe_data.batch_transform = recording_transform  # the split transforms are built there
+finetune.compute_metrics_fn, finetune.create_transform = recording_metrics, marking_create
+finetune.CXRTrainer = RecordingTrainer
 recipe("finetune").main(
     [*TINY_TRAIN, "--model_name_or_path", "", "--demo_size", "64", "--max_eval_samples", "21", "--pixel_cache", "false", "--output_dir", str(out / "out"),
      "--max_steps", "3", "--eval_strategy", "steps", "--eval_steps", "3", "--save_strategy", "no", "--load_best_model_at_end", "false"]

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from recipe_utils import recipe
 
 from hf_cxr_mae.data import cache
-from hf_cxr_mae.training import runs
+from hf_cxr_mae.training import finetune
 
 config, fault = sys.argv[1], sys.argv[2]
 frozen = Path(json.loads(Path(config).read_text())["output_dir"] + ".frozen")
@@ -41,7 +41,7 @@ if fault == "cache":
     cache._decode_batch = decode_then_freeze
 
 
-class FaultyTrainer(runs.CXRTrainer):
+class FaultyTrainer(finetune.CXRTrainer):
     def training_step(self, *args, **kwargs):
         loss = super().training_step(*args, **kwargs)
         if fault == "step" and self.state.global_step == 4:
@@ -62,5 +62,5 @@ class FaultyTrainer(runs.CXRTrainer):
         return super()._save_checkpoint(model, trial)
 
 
-runs.CXRTrainer = FaultyTrainer
+finetune.CXRTrainer = FaultyTrainer
 recipe("finetune").main([config])

@@ -4,6 +4,7 @@ import pytest
 from transformers import AutoConfig, BeitConfig, ViTMAEConfig
 
 from hf_cxr_mae import CXRClassifierConfig, CXRMAEConfig, preset_names
+from hf_cxr_mae.constants import eval_resize_size
 
 OFFICIAL = {
     # name: (width, depth, heads, mlp, dec width, dec depth, dec heads)
@@ -28,7 +29,7 @@ def test_presets_match_official_models(name):
     assert got == OFFICIAL[name]
     assert (c.patch_size, c.image_size, c.mask_ratio, c.layer_norm_eps) == (16, 224, 0.90, 1e-6)
     assert c.image_mean == [0.5056] * 3 and c.image_std == [0.252] * 3
-    assert c.eval_resize_size == 256
+    assert eval_resize_size(c) == 256
     assert isinstance(c, ViTMAEConfig) and c.model_type == "vit_mae"
 
 

@@ -26,6 +26,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from hf_cxr_mae.configuration import CXRClassifierConfig, CXRMAEConfig
 from hf_cxr_mae.data.images import read_xray
+from hf_cxr_mae.data.recipe_data import cache_splits, source_transforms
 from hf_cxr_mae.data.transforms import (
     BICUBIC,
     AugmentationSeeds,
@@ -43,7 +44,6 @@ from hf_cxr_mae.training.arguments import (
     PretrainArguments,
     parse_recipe_args,
 )
-from hf_cxr_mae.training.runs import _cache, source_transforms
 from hf_cxr_mae.training.trainer import CXRTrainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
@@ -355,7 +355,7 @@ def _default_finetune_cache(files, tmp_path):
     ds = Dataset.from_dict({"image": [str(f) for f in files]}).cast_column("image", Image())
     ds = ds.add_column("source", ["nih14"] * len(files), feature=Value("string"))
     crop_min = data_args.crop_min_scale or 0.08
-    cached = _cache(DatasetDict(train=ds), data_args, training_args, settings, crop_min)
+    cached = cache_splits(DatasetDict(train=ds), data_args, training_args, settings, crop_min)
     return cached["train"], crop_min
 
 
@@ -428,7 +428,7 @@ def test_cache_size_follows_the_crops_and_a_smaller_one_warns(full_res_subset, t
     splits = DatasetDict(train=ds.select(range(2)), validation=ds.select(range(2, 4)))
     data_args = DataArguments(cache_dir=str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="hf_cxr_mae"):
-        cached = _cache(splits, data_args, training_args, settings, 0.08)
+        cached = cache_splits(splits, data_args, training_args, settings, 0.08)
     # The disk cost is printed before building: 2 images of 792^2 and 2 of 256^2 bytes.
     assert f"about {2 * 792 * 792 / 1e6:.1f} MB on disk" in caplog.text
     assert f"about {2 * 256 * 256 / 1e3:.1f} kB on disk" in caplog.text
@@ -446,7 +446,7 @@ def test_cache_size_follows_the_crops_and_a_smaller_one_warns(full_res_subset, t
     caplog.clear()
     small = DataArguments(cache_size=320, cache_dir=str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="hf_cxr_mae"):
-        cached = _cache(
+        cached = cache_splits(
             DatasetDict(train=ds.select(range(2))), small, training_args, settings, 0.08
         )
     assert cached["train"][0]["height"] == 320

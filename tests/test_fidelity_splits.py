@@ -14,8 +14,8 @@ from conftest import skip_or_fail_in_ci
 from PIL import Image
 
 from hf_cxr_mae.data import CHEXPERT5_LABELS, NIH14_LABELS, load_cxr_dataset
-from hf_cxr_mae.data.core import DataValidationError
 from hf_cxr_mae.data.loading import load_pretraining_dataset
+from hf_cxr_mae.data.validation import DataValidationError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "hf_cxr_mae" / "data" / "nih_paper_split"
@@ -498,7 +498,7 @@ def test_pretrain_recipe_flag_reaches_the_loader_and_keeps_train_only(
 ):
     from recipe_utils import TINY_TRAIN, recipe
 
-    from hf_cxr_mae.training import runs
+    from hf_cxr_mae.data import recipe_data
 
     kept = restricted_copies(paper_split, nih_dir, tmp_path)
     seen = {}
@@ -510,7 +510,7 @@ def test_pretrain_recipe_flag_reaches_the_loader_and_keeps_train_only(
         seen["images"] = load_pretraining_dataset(sources)
         raise Stop  # what the recipe trains on is known; no need to train
 
-    monkeypatch.setattr(runs, "load_pretraining_dataset", capture)
+    monkeypatch.setattr(recipe_data, "load_pretraining_dataset", capture)
     flag = ",".join(f"{s}={tmp_path / n}" for s, n in FILES.items())
     with pytest.raises(Stop):
         recipe("pretrain").main(

@@ -6,8 +6,8 @@ from hf_cxr_mae import (
     CXRMAEConfig,
     CXRMAEForPreTraining,
     CXRViTForImageClassification,
-    layer_decay_param_groups,
 )
+from hf_cxr_mae.training.optim import layer_decay_param_groups
 
 TINY = "vit-test-patch8-dec32d1b"
 

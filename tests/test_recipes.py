@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 from transformers import AutoModel, AutoModelForImageClassification, ViTMAEModel
 
+from hf_cxr_mae.data.demo import DEMO_LABELS
 from hf_cxr_mae.training import lr_at_step
-from hf_cxr_mae.training.demo import DEMO_LABELS
 
 DEMO = ["--demo_size", "48", "--max_eval_samples", "32", "--pixel_cache", "false"]
 
@@ -35,16 +35,16 @@ def sklearn_mauc(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> di
 @pytest.fixture
 def test_predictions(monkeypatch):
     """Records the (logits, labels) each run's final test prediction hands to the metrics."""
-    from hf_cxr_mae.training import runs
+    from hf_cxr_mae.metrics import classification
 
     seen = []
-    original = runs.multilabel_metrics
+    original = classification.multilabel_metrics
 
     def spy(logits, labels, names):
         seen.append((np.asarray(logits, dtype=np.float64), np.asarray(labels), list(names)))
         return original(logits, labels, names)
 
-    monkeypatch.setattr(runs, "multilabel_metrics", spy)
+    monkeypatch.setattr(classification, "multilabel_metrics", spy)
     return seen
 
 
@@ -139,7 +139,7 @@ def test_finetune_evaluate_linprobe_on_demo(demo_mae, tmp_path, test_predictions
     card = (ft / "README.md").read_text()
     assert "not a medical device" in card and "mAUC" in card
     ev = tmp_path / "ev"
-    recipe("evaluate").main(
+    recipe("evaluate_model").main(
         ["--model_name_or_path", str(ft), *DEMO, "--output_dir", str(ev), "--split", "test"]
     )
     evaluated = json.loads((ev / "metrics.json").read_text())
@@ -255,18 +255,18 @@ def test_resume_matches_an_uninterrupted_run(demo_mae, tmp_path):
 
 
 def test_lr_follows_the_formula_and_groups_keep_layer_decay(demo_mae, tmp_path):
-    from hf_cxr_mae.training import runs
+    from hf_cxr_mae.training import finetune
 
     seen = {}
 
-    class Spy(runs.CXRTrainer):
+    class Spy(finetune.CXRTrainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
             step = self.state.global_step
             seen[step] = [(g["layer_id"], g["lr"]) for g in self.optimizer.param_groups]
             return super().training_step(model, inputs, num_items_in_batch)
 
-    original = runs.CXRTrainer
-    runs.CXRTrainer = Spy
+    original = finetune.CXRTrainer
+    finetune.CXRTrainer = Spy
     try:
         recipe("finetune").main(
             [*TINY_TRAIN, *DEMO, "--model_name_or_path", str(demo_mae), "--output_dir", str(tmp_path), "--max_steps", "10",
@@ -274,7 +274,7 @@ def test_lr_follows_the_formula_and_groups_keep_layer_decay(demo_mae, tmp_path):
              "--save_strategy", "no", "--load_best_model_at_end", "false"]
         )  # fmt: skip
     finally:
-        runs.CXRTrainer = original
+        finetune.CXRTrainer = original
     base = 1e-3 * 8 / 256  # blr * effective batch / 256
     depth = 2
     for step in (0, 1, 3, 4, 7, 9):

@@ -178,7 +178,7 @@ def classifier_dirs(tmp_path_factory):
         CXRViTForImageClassification,
         build_image_processor,
     )
-    from hf_cxr_mae.hub import write_card
+    from hf_cxr_mae.hub import CardData, write_card
 
     root = tmp_path_factory.mktemp("models")
     mae = CXRMAEForPreTraining(CXRMAEConfig.from_preset("vit-test-patch8-dec32d1b"))
@@ -191,10 +191,12 @@ def classifier_dirs(tmp_path_factory):
         if datasets is not None:
             write_card(
                 folder,
-                kind="classifier",
-                config=classifier.config,
-                model_name=name,
-                datasets=datasets,
+                CardData(
+                    kind="classifier",
+                    config=classifier.config,
+                    model_name=name,
+                    datasets=datasets,
+                ),
             )
         dirs[name] = folder
     return dirs

@@ -133,18 +133,18 @@ def test_sample_augmentation_depends_on_the_sample_seed_only():
 
 
 def test_images_per_second_after_a_resume_counts_only_this_process(tmp_path, monkeypatch):
-    from hf_cxr_mae.training import runs
+    from hf_cxr_mae.training import finetune
 
     pause = 0.3  # every step takes at least this long: no log can honestly exceed 8 / 0.3 images/s
 
-    class SlowTrainer(runs.CXRTrainer):
+    class SlowTrainer(finetune.CXRTrainer):
         def training_step(self, *args, **kwargs):
             import time
 
             time.sleep(pause)
             return super().training_step(*args, **kwargs)
 
-    monkeypatch.setattr(runs, "CXRTrainer", SlowTrainer)
+    monkeypatch.setattr(finetune, "CXRTrainer", SlowTrainer)
     out = tmp_path / "run"
     tiny_run(tmp_path, out, auto_augment="")
     cut_after_step_3(out)
@@ -200,7 +200,7 @@ def test_corrupt_newest_checkpoint_is_skipped_with_the_reason(
 ):
     from types import SimpleNamespace
 
-    from hf_cxr_mae.training.runs import resolve_checkpoint
+    from hf_cxr_mae.training.resume import resolve_checkpoint
     from hf_cxr_mae.training.trainer import last_complete_checkpoint
 
     out = tmp_path / "run"

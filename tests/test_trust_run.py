@@ -20,7 +20,8 @@ from recipe_utils import TINY_TRAIN, recipe
 
 import hf_cxr_mae.hub as hub_module
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.training import runs
+from hf_cxr_mae.data import recipe_data
+from hf_cxr_mae.training import outputs, run_setup, trainer
 
 SHORT = ["--eval_strategy", "no", "--load_best_model_at_end", "false"]
 DEMO = ["--demo_size", "32", "--max_eval_samples", "16", "--pixel_cache", "false"]
@@ -99,11 +100,11 @@ def test_an_empty_or_missing_training_split_is_refused_empty_others_are_dropped(
     rows = Dataset.from_dict({"path": ["a.png", "b.png"]})
     empty = rows.select([])
     with pytest.raises(ValueError, match=r"training split is empty.*nih14 at /data/x"):
-        runs.drop_empty_splits(DatasetDict(train=empty, test=rows), "nih14 at /data/x")
+        recipe_data.drop_empty_splits(DatasetDict(train=empty, test=rows), "nih14 at /data/x")
     with pytest.raises(ValueError, match=r"no training split.*\['test', 'validation'\]"):
-        runs.drop_empty_splits(DatasetDict(validation=rows, test=rows), "csv at /data/y")
+        recipe_data.drop_empty_splits(DatasetDict(validation=rows, test=rows), "csv at /data/y")
     with caplog.at_level(logging.WARNING, logger="hf_cxr_mae"):
-        kept = runs.drop_empty_splits(
+        kept = recipe_data.drop_empty_splits(
             DatasetDict(train=rows, validation=empty, test=empty), "nih14 at /data/x"
         )
     assert list(kept) == ["train"] and len(kept["train"]) == 2
@@ -116,7 +117,7 @@ def test_no_validation_switches_model_selection_off_with_a_warning(tmp_path, cap
     args = FinetuneArguments(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none")
     assert args.load_best_model_at_end and str(args.eval_strategy.value) == "epoch"
     with caplog.at_level(logging.WARNING, logger="hf_cxr_mae"):
-        runs.without_validation(args)
+        run_setup.without_validation(args)
     assert not args.load_best_model_at_end and str(args.eval_strategy.value) == "no"
     assert "no validation" in caplog.text and "last step" in caplog.text
 
@@ -127,7 +128,7 @@ def _fail(*args, **kwargs):
 
 def test_a_failure_after_training_keeps_model_processor_and_card(tmp_path, monkeypatch):
     """Final evaluation raising (any reason): the trained model is already on disk, for all runs."""
-    monkeypatch.setattr(runs, "full_metrics", _fail)
+    monkeypatch.setattr(outputs, "full_metrics", _fail)
     ft = tmp_path / "ft"
     with pytest.raises(RuntimeError, match="planted"):
         run(
@@ -137,7 +138,7 @@ def test_a_failure_after_training_keeps_model_processor_and_card(tmp_path, monke
         )
     for name in MODEL_FILES:
         assert (ft / name).is_file(), name
-    monkeypatch.setattr(runs.CXRTrainer, "evaluate", _fail)
+    monkeypatch.setattr(trainer.CXRTrainer, "evaluate", _fail)
     mae = tmp_path / "mae"
     with pytest.raises(RuntimeError, match="planted"):
         run(

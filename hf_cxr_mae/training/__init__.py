@@ -1,4 +1,5 @@
-"""Training: recipe arguments, the Trainer subclass, LR schedule, metrics, demo data and runs."""
+"""Training: recipe arguments, the Trainer subclass, LR schedule, resume, one module per run
+(pretrain, finetune, linprobe, evaluation; ``runs`` gathers them) and what a run leaves behind."""
 
 from .arguments import (
     CXRTrainingArguments,

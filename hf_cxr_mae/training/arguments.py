@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..configuration import preset_kwargs
+from ..configuration import check_setting, preset_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,8 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"--mask_ratio must be in (0, 1), got {self.mask_ratio}.")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"--drop_path_rate must be in [0, 1), got {self.drop_path_rate}.")
-        if self.pooling not in ("mean", "cls"):
-            raise ValueError(f"--pooling must be 'mean' or 'cls', got {self.pooling!r}.")
+        for name in ("mask_ratio", "drop_path_rate", "pooling"):
+            check_setting(name, getattr(self, name), flag=f"--{name}")
         if self.architecture not in ("vit", "densenet121"):
             raise ValueError(
                 f"--architecture must be 'vit' or 'densenet121', got {self.architecture!r}."
@@ -292,8 +288,8 @@ class CXRTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"--min_lr and --warmup_epochs must be >= 0, got {self.min_lr}, {self.warmup_epochs}."
             )
-        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise ValueError(f"--layer_decay must be in (0, 1], got {self.layer_decay}.")
+        if self.layer_decay is not None:
+            check_setting("layer_decay", self.layer_decay, flag="--layer_decay")
         if self.push_retries < 0 or self.push_timeout < 0:
             raise ValueError(
                 f"--push_retries and --push_timeout must be >= 0, got {self.push_retries}, {self.push_timeout}."
@@ -455,7 +451,7 @@ class EvaluateArguments(CXRTrainingArguments):
         },
     )
     bootstrap_resamples: int = field(
-        default=1000, metadata={"help": "Bootstrap resamples for the 95% confidence intervals."}
+        default=1000, metadata={"help": "Bootstrap resamples for the 95%% confidence intervals."}
     )
 
     def __post_init__(self) -> None:

@@ -15,7 +15,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..checkpoint_files import checkpoint_problem
-from ..modeling import classification_loss, layer_decay_param_groups
+from ..modeling import classification_loss
+from .optim import layer_decay_param_groups
 from .schedule import warmup_cosine_scheduler
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,102 @@
+"""Evaluating a classifier on one split, top to bottom: arguments checked, model, data,
+transforms (optionally ten-crop), prediction, the report (metrics.json, roc.png, report.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict
+from transformers import AutoModelForImageClassification
+
+from .. import reports
+from ..attention import use_fast_attention
+from ..data import label_names
+from ..data.recipe_data import cache_splits, collator, evaluation_split, load_labelled_data
+from ..data.transforms import (
+    CXRCollator,
+    batch_transform,
+    create_transform,
+    ten_crop_transform,
+    undecoded_images,
+    with_row_ids,
+)
+from ..inference import TenCrop
+from ..processing import data_settings, problem_type_of
+from .run_setup import setup_logging
+from .trainer import CXRTrainer
+
+logger = logging.getLogger("hf_cxr_mae")
+
+
+def check_same_validation(model_path: str, data_args, training_args) -> None:
+    """A validation split carved from training data depends on ``validation_size`` (real data
+    is split with the loaders' fixed seed; the DEMO images themselves depend on ``seed``):
+    evaluating ``validation`` with other values than the fine-tuning's (its training_args.json)
+    would score images the model was trained on."""
+    file = Path(model_path) / "training_args.json"
+    if training_args.split != "validation" or not file.is_file():
+        return
+    trained = json.loads(file.read_text())
+    now = {"validation_size": data_args.validation_size}
+    if not data_args.dataset:
+        now["seed"] = training_args.seed
+    if differ := [f"--{k} {trained[k]!r}" for k, v in now.items() if trained.get(k, v) != v]:
+        raise ValueError(
+            f"{model_path} was fine-tuned with {' '.join(differ)} (now "
+            f"{', '.join(f'{k} {v!r}' for k, v in now.items())}): the validation split is carved "
+            f"with those, so pass them too, or the 'validation' images include training images."
+        )
+
+
+def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
+    """Evaluate a classifier on one split: ``output_dir`` gets metrics.json (AUROC / AP per finding,
+    mAUC, bootstrap 95% CIs, counts), roc.png, report.md (and confusion_matrix.png, single-label)."""
+    setup_logging(training_args)
+    if not model_args.model_name_or_path:
+        raise ValueError("evaluate needs --model_name_or_path (a classifier folder or Hub id).")
+    check_same_validation(model_args.model_name_or_path, data_args, training_args)
+
+    model = AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path)
+    if model.config.model_type == "beit":
+        use_fast_attention(model)  # the kernels fine-tuning evaluated with: the same numbers
+
+    data = load_labelled_data(data_args, training_args.seed)
+    split = training_args.split
+    dataset = evaluation_split(data, split, data_args)
+    names = label_names(dataset)
+    model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if model_names != names:
+        raise ValueError(f"The model's labels {model_names} differ from the dataset's {names}.")
+    problem_type = problem_type_of(dataset)
+    settings = data_settings(model)
+    dataset = cache_splits(DatasetDict({split: dataset}), data_args, training_args, settings)[split]
+
+    order = names if problem_type.startswith("multi") else None
+    dataset = with_row_ids(undecoded_images(dataset))
+    if training_args.tta == "ten_crop":
+        dataset = dataset.with_transform(batch_transform(ten_crop_transform(settings), order))
+        evaluated, batches = TenCrop(model, settings.num_channels), CXRCollator(num_channels=1)
+    else:
+        dataset = dataset.with_transform(batch_transform(create_transform(settings, "eval"), order))
+        evaluated, batches = model, collator(settings, data_args)
+    trainer = CXRTrainer(model=evaluated, args=training_args, data_collator=batches)
+    prediction = trainer.predict(dataset, metric_key_prefix="predict")
+
+    report: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        extra = {"model": str(model_args.model_name_or_path), "tta": training_args.tta or None}
+        report = reports.write_report(
+            training_args.output_dir, prediction.predictions, prediction.label_ids, names, split, problem_type,
+            n_resamples=training_args.bootstrap_resamples, seed=training_args.seed, extra=extra,
+        )  # fmt: skip
+        logger.info(
+            "mAUC %s on %s (%d images) -> %s",
+            report.get("mauc"),
+            split,
+            report["num_images"],
+            training_args.output_dir,
+        )
+    return report

@@ -1,0 +1,91 @@
+"""The import rules of the package (issue 12), read from the source with ``ast``.
+
+* Only the ``training`` package and the CLI import ``hf_cxr_mae.training``: serving (predict, the
+  demo, reports, inference) and the models, processing and data never go through training.
+* ``hf_cxr_mae.data`` imports no model module: ``modeling`` and ``attention`` hold torch model
+  code. ``configuration`` is allowed: it holds plain ``PretrainedConfig`` subclasses (no torch
+  module, no weights), which is what the data room needs to read a model's image settings; the
+  test below checks that it stays free of torch.
+* The library never imports the ``recipes`` scripts.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "hf_cxr_mae"
+MODEL_MODULES = {"hf_cxr_mae.modeling", "hf_cxr_mae.attention"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports (top level or inside functions), as absolute names;
+    ``from . import x`` counts as importing ``package.x``."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+def modules() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def hits(imported: set[str], prefix: str) -> set[str]:
+    return {i for i in imported if i == prefix or i.startswith(prefix + ".")}
+
+
+def test_the_walker_sees_relative_and_nested_imports():
+    """The checks below would pass vacuously if the walker missed imports."""
+    found = modules()
+    assert "hf_cxr_mae.configuration" in found["hf_cxr_mae.modeling"]
+    assert hits(found["hf_cxr_mae.cli"], "hf_cxr_mae.training")  # a function-level import
+    assert len(found) > 20
+
+
+def test_only_training_and_the_cli_import_training():
+    bad = {
+        name: sorted(hits(imported, "hf_cxr_mae.training"))
+        for name, imported in modules().items()
+        if not (name == "hf_cxr_mae.training" or name.startswith("hf_cxr_mae.training."))
+        and name != "hf_cxr_mae.cli"
+        and hits(imported, "hf_cxr_mae.training")
+    }
+    assert not bad, f"outside training and the CLI, these import hf_cxr_mae.training: {bad}"
+
+
+def test_data_imports_no_model_module():
+    bad = {
+        name: sorted(set().union(*(hits(imported, m) for m in MODEL_MODULES)))
+        for name, imported in modules().items()
+        if name.startswith("hf_cxr_mae.data") and any(hits(imported, m) for m in MODEL_MODULES)
+    }
+    assert not bad, f"the data package imports model modules: {bad}"
+
+
+def test_configuration_holds_no_torch_code():
+    """Why data may import configuration: it is config classes only, no torch."""
+    imported = modules()["hf_cxr_mae.configuration"]
+    assert not hits(imported, "torch") and not MODEL_MODULES & imported
+
+
+def test_the_library_never_imports_recipes():
+    bad = {name: sorted(hits(i, "recipes")) for name, i in modules().items() if hits(i, "recipes")}
+    assert not bad, f"the library imports the recipes: {bad}"
