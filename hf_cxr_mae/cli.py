@@ -35,7 +35,17 @@ def cache(args: argparse.Namespace) -> None:
     from .data import load_cxr_dataset
     from .data.cache import build_cache, default_cache_dir, split_cache_sizes
 
-    data = load_cxr_dataset(args.dataset, args.data_dir, **_parse_options(args.option))
+    options = _parse_options(args.option)
+    if args.recipe == "pretrain":
+        # Pre-training caches its own two splits (every source's training images, a hold-out).
+        from datasets import DatasetDict
+
+        from .data.recipe_data import pretraining_images
+
+        images, held_out = pretraining_images([(args.dataset, args.data_dir, options)], args.seed)
+        data = DatasetDict(train=images, validation=held_out)
+    else:
+        data = load_cxr_dataset(args.dataset, args.data_dir, **options)
     # The sizes the recipe will ask for, so that it reuses this cache instead of building another.
     min_scale = {"finetune": 0.08, "linprobe": 0.08, "pretrain": 0.5}[args.recipe]
     eval_resize = round(args.image_size / (224 / 256))
@@ -76,6 +86,12 @@ def add_cache_command(subparsers: Subparsers) -> None:
         "--cache_dir", type=Path, default=None, help="default: $HF_HOME/hf_cxr_mae/pixel_cache"
     )
     parser.add_argument("--num_proc", type=int, default=None)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="--recipe pretrain: the run's --seed (it picks the held-out images); default 42",
+    )
     parser.add_argument(
         "--option",
         action="append",

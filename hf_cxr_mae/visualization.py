@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -12,9 +14,16 @@ def _to_uint8(x: torch.Tensor, mean: float, std: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def reconstruction_panels(model, pixel_values: torch.Tensor, seed: int = 0) -> list[np.ndarray]:
+def reconstruction_panels(
+    model,
+    pixel_values: torch.Tensor,
+    seed: int = 0,
+    normalization: Sequence[tuple[Sequence[float], Sequence[float]] | None] | None = None,
+) -> list[np.ndarray]:
     """Per image, four HxW uint8 panels: original, masked (grey patches), reconstruction,
-    reconstruction with the visible patches pasted back. Uses ``model.config.mask_ratio``."""
+    reconstruction with the visible patches pasted back. Uses ``model.config.mask_ratio``.
+    ``normalization`` gives each image's (mean, std) where it differs from the model's (per-source
+    pre-training normalisation; None: the model's); the first channel's values are undone."""
     was_training = model.training
     model.eval()
     config = model.config
@@ -35,6 +44,8 @@ def reconstruction_panels(model, pixel_values: torch.Tensor, seed: int = 0) -> l
     std = float(getattr(config, "image_std", [0.25])[0])
     panels = []
     for i in range(pixel_values.shape[0]):
+        if normalization is not None and normalization[i] is not None:
+            mean, std = float(normalization[i][0][0]), float(normalization[i][1][0])
         original = _to_uint8(pixel_values[i, 0], mean, std)
         masked = np.where(mask[i, 0].cpu().numpy() > 0.5, 128, original).astype(np.uint8)
         rec = _to_uint8(recon[i, 0], mean, std)
@@ -45,10 +56,15 @@ def reconstruction_panels(model, pixel_values: torch.Tensor, seed: int = 0) -> l
 
 
 def reconstruction_grid(
-    model, pixel_values: torch.Tensor, seed: int = 0, scale: int = 1
+    model,
+    pixel_values: torch.Tensor,
+    seed: int = 0,
+    scale: int = 1,
+    normalization: Sequence[tuple[Sequence[float], Sequence[float]] | None] | None = None,
 ) -> Image.Image:
-    """One image: a row per input, columns original | masked | reconstruction | visible + recon."""
-    rows = reconstruction_panels(model, pixel_values, seed)
+    """One image: a row per input, columns original | masked | reconstruction | visible + recon.
+    ``normalization`` as in ``reconstruction_panels``."""
+    rows = reconstruction_panels(model, pixel_values, seed, normalization)
     h, w = rows[0][0].shape[0] * scale, rows[0][0].shape[1] * scale
     header, gap = 14, 2
     titles = [

@@ -13,7 +13,12 @@ from .building import build_splits
 from .duplicates import drop_duplicates
 from .files import read_csv, read_list
 from .labels import NIH14_LABELS
-from .split_files import load_from_split_files, paper_split_files, parse_split_files
+from .split_files import (
+    load_from_split_files,
+    paper_split_files,
+    parse_split_files,
+    read_split_file,
+)
 from .splits import patient_split
 from .validation import DataValidationError, Problem, csv_where, raise_or_skip
 
@@ -50,6 +55,25 @@ def _read_list(path: Path) -> list[tuple[str, str]]:
             "test_list.txt; point data_dir at the folder holding them."
         )
     return read_list(path)
+
+
+def _partial_release(
+    records: pd.DataFrame, split_files: Mapping[str, Path], csv_path: Path
+) -> str | None:
+    """Why the paper's split cannot be read here, when the label table lacks images it lists:
+    on a partial copy the shipped files cannot be "fixed" line by line, so say what to do."""
+    listed = {name for path in split_files.values() for _, name, _ in read_split_file(path)}
+    absent = sorted(listed - set(records["name"]))
+    if absent:
+        return (
+            f"protocol='paper' splits the full NIH ChestX-ray14 release, but {len(absent):,} of "
+            f"the {len(listed):,} images its split files name are not among the usable rows of "
+            f"{csv_path} ({len(records):,} rows), e.g. {', '.join(absent[:3])}. Use the full "
+            "release's Data_Entry_2017.csv and images; on a subset, pass on_bad='skip' (recipes: "
+            "--on_bad skip) to keep the listed images that are present, or give your own "
+            "split_files."
+        )
+    return None
 
 
 def load_nih14(
@@ -138,17 +162,22 @@ def load_nih14(
         keep = None
         if views is not None:
             keep = (f"view not in {views}", lambda part: part["view"].isin(views))
-        return load_from_split_files(
-            records,
-            split_files,
-            str(csv_path),
-            data_dir,
-            keys=("name", "path"),
-            keep=keep,
-            validation_size=validation_size,
-            seed=seed,
-            **kwargs,
-        )
+        try:
+            return load_from_split_files(
+                records,
+                split_files,
+                str(csv_path),
+                data_dir,
+                keys=("name", "path"),
+                keep=keep,
+                validation_size=validation_size,
+                seed=seed,
+                **kwargs,
+            )
+        except DataValidationError as err:
+            if protocol == "paper" and (why := _partial_release(records, split_files, csv_path)):
+                raise DataValidationError(f"{why}\nThe lines at fault: {err}") from err
+            raise
     if views is not None:
         records = records[records["view"].isin(views)]
     # The official lists must name images that exist in the label file.

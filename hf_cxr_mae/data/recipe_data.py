@@ -75,12 +75,20 @@ def truncate_splits(data: DatasetDict, data_args) -> DatasetDict:
     )
 
 
+def pretraining_images(
+    source_list: list[tuple[str, str, dict[str, Any]]], seed: int
+) -> tuple[Dataset, Dataset]:
+    """The sources' pre-training images and the patient-disjoint hold-out carved from them (1%,
+    1 to 1000 images). ``hf-cxr-mae cache --recipe pretrain`` caches exactly these two."""
+    images = load_pretraining_dataset(source_list)
+    return patient_split(images, max(1, min(1000, len(images) // 100)), seed)
+
+
 def load_pretraining_images(data_args, seed: int) -> tuple[Dataset, Dataset]:
     """The images to pre-train on and a small patient-disjoint hold-out (eval loss and
     reconstruction previews), sample limits applied; none to pre-train on is an error."""
     if data_args.dataset:
-        images = load_pretraining_dataset(sources(data_args))
-        images, held_out = patient_split(images, max(1, min(1000, len(images) // 100)), seed)
+        images, held_out = pretraining_images(sources(data_args), seed)
     else:
         demo_warning()
         demo = make_demo_dataset(num_train=data_args.demo_size, seed=seed)
@@ -181,6 +189,20 @@ def source_transforms(config, data_args, mode: str, **kwargs: Any) -> dict[str, 
         name: create_transform(config, mode, mean=mean, std=std, **kwargs)
         for name, (mean, std) in SOURCE_NORMALIZATION.items()
     }
+
+
+def preview_normalization(
+    held_out: Dataset, count: int, data_args
+) -> list[tuple[tuple[float, ...], tuple[float, ...]] | None] | None:
+    """The (mean, std) each of the first ``count`` held-out images was normalised with, so that
+    previews undo the right one; None when every image uses the model's (as ``batch_transform``
+    does for a source without its own statistics)."""
+    if data_args.pretrain_normalization != "per_source" or "source" not in held_out.column_names:
+        return None
+    sources_ = held_out.select(range(count))["source"]
+    if not any(s in SOURCE_NORMALIZATION for s in sources_):
+        return None
+    return [SOURCE_NORMALIZATION.get(s) for s in sources_]
 
 
 def pretraining_splits(

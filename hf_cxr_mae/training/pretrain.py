@@ -9,7 +9,13 @@ from datasets import DatasetDict
 from transformers import set_seed
 
 from ..attention import use_fast_attention
-from ..data.recipe_data import cache_splits, collator, load_pretraining_images, pretraining_splits
+from ..data.recipe_data import (
+    cache_splits,
+    collator,
+    load_pretraining_images,
+    pretraining_splits,
+    preview_normalization,
+)
 from ..hub import take_push
 from ..modeling import CXRMAEForPreTraining, build_pretraining_model
 from ..processing import build_image_processor
@@ -39,6 +45,7 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
     preview = collator(config, data_args)([eval_ds[i] for i in range(min(4, len(eval_ds)))])[
         "pixel_values"
     ]
+    preview_norms = preview_normalization(held_out, len(preview), data_args)
     processor = build_image_processor(config)
     defining = run_settings(model_args, data_args, training_args)
     trainer = CXRTrainer(
@@ -51,7 +58,7 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
         callbacks=[
             RunSettingsCallback(defining),
             ReconstructionPreviewCallback(
-                preview, training_args.output_dir, training_args.preview_steps
+                preview, training_args.output_dir, training_args.preview_steps, preview_norms
             ),
             EpochCallback(seeds),
             *push_callbacks(pusher, training_args),

@@ -53,8 +53,12 @@ def check_same_run(path: str, settings: dict[str, Any] | None, explicit: bool) -
     if settings is None or not file.is_file():
         return
     saved = json.loads(file.read_text())
+    # A setting the checkpoint does not record (saved by an older version, before the setting
+    # existed) is unknown, not equal: its default then may have been other behaviour.
     differ = [
-        f"{k} {saved[k]!r} there, {v!r} now" for k, v in settings.items() if saved.get(k, v) != v
+        f"{k} {saved[k]!r} there, {v!r} now" if k in saved else f"{k} not recorded there, {v!r} now"
+        for k, v in settings.items()
+        if k not in saved or saved[k] != v
     ]
     if not differ:
         return

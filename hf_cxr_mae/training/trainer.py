@@ -8,6 +8,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +233,16 @@ class ReconstructionPreviewCallback(TrainerCallback):
     """Writes original / masked / reconstruction grids of fixed images as PNG (and to TensorBoard
     when it reports there) every ``every`` steps (0: at each checkpoint) and at the end."""
 
-    def __init__(self, pixel_values: torch.Tensor, output_dir: str, every: int = 0) -> None:
+    def __init__(
+        self,
+        pixel_values: torch.Tensor,
+        output_dir: str,
+        every: int = 0,
+        normalization: list[tuple[Sequence[float], Sequence[float]] | None] | None = None,
+    ) -> None:
         self.pixel_values, self.every = pixel_values, every
+        # Each image's (mean, std) when sources are normalised differently; None: the model's.
+        self.normalization = normalization
         self.folder = Path(output_dir) / "previews"
 
     def _write(self, args, state, model) -> None:
@@ -242,7 +251,9 @@ class ReconstructionPreviewCallback(TrainerCallback):
         from ..visualization import reconstruction_grid
 
         device = next(model.parameters()).device
-        grid = reconstruction_grid(model, self.pixel_values.to(device), scale=2)
+        grid = reconstruction_grid(
+            model, self.pixel_values.to(device), scale=2, normalization=self.normalization
+        )
         self.folder.mkdir(parents=True, exist_ok=True)
         grid.save(self.folder / f"step-{state.global_step:07d}.png")
         if "tensorboard" in (args.report_to or []):
