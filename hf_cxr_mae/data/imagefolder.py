@@ -13,20 +13,12 @@ from datasets import DatasetDict
 from .building import build_splits
 from .image_paths import IMAGE_SUFFIXES
 from .labels import warn_lookalike_names
+from .split_files import SPLIT_ALIASES
 from .splits import patient_split
 from .validation import DataValidationError
 
 logger = logging.getLogger(__name__)
 
-# Split folder names, as ``datasets``' imagefolder reads them, in any case: public sets ship
-# ``Train/``, ``Val/``, ``Test/`` too, which must not become classes or an unlabelled set.
-_SPLIT_FOLDERS = {
-    "train": "train",
-    "val": "validation",
-    "valid": "validation",
-    "validation": "validation",
-    "test": "test",
-}
 
 # Folders and files operating systems and tools leave behind; every hidden one (".*") too.
 _JUNK_FOLDERS = {"__MACOSX", "__pycache__"}
@@ -92,7 +84,9 @@ def _is_labelled(files: list[Path], folder: Path, labelled: bool | None) -> bool
 def _split_folders(files: list[Path], data_dir: Path) -> dict[str, str] | None:
     """``{folder: split}`` when the top level holds split folders (train/, val/, test/), else None."""
     top = {f.parts[0] for f in files if len(f.parts) > 1}
-    splits = {t: _SPLIT_FOLDERS[t.lower()] for t in top if t.lower() in _SPLIT_FOLDERS}
+    # Split folders, as ``datasets``' imagefolder reads them, in any case: public sets ship
+    # ``Train/``, ``Val/``, ``Test/`` too, which must not become classes or an unlabelled set.
+    splits = {t: SPLIT_ALIASES[t.lower()] for t in top if t.lower() in SPLIT_ALIASES}
     if not splits:
         return None
     strays = sorted(str(f) for f in files if len(f.parts) == 1 or f.parts[0] not in splits)
