@@ -1,29 +1,22 @@
-"""The Hub: model cards from the real run (packaged templates), and a push that cannot hurt a run.
+"""Model cards from the real run (packaged templates); pushing them lives in ``hub_push``.
 
 Cards are rendered with ``huggingface_hub.ModelCard`` from ``model_cards/model_card.md.jinja``
 (shipped inside the package as ``hf_cxr_mae.model_cards``); their metadata carries ``model-index``
-results built from the run's own metrics. ``push_folder`` uploads only what a model repo needs,
-retries with backoff, reports failures and never raises, so a network problem never stops
-training and never touches the local checkpoint. ``BackgroundPusher`` runs those pushes on one
-worker thread, so their retries never stall training either.
+results built from the run's own metrics. ``training_args.json`` is written here too, scrubbed of
+secrets and local paths.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import logging
 import os
-import shutil
-import tempfile
-import threading
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +28,6 @@ REPORTED = {
     ("vit-small-patch16", "nih14"): 82.3,
     ("vit-base-patch16", "nih14"): 83.0,
 }
-# Only these files go to a model repo (never optimizer states, pickles, caches or previews).
-PUSH_PATTERNS = [
-    "config.json", "*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
-    "README.md", "training_args.json", "metrics.json", "all_results.json", "report.md", "roc.png",
-    "confusion_matrix.png", "example.png",
-]  # fmt: skip
 _SECRET_FIELDS = {"hub_token", "push_to_hub_token", "token", "hub_model_id_token"}
 
 
@@ -139,6 +126,70 @@ class CardData:
     repo_id: str | None = None  # the Hub repo pushed to: the widget's example image lives there
 
 
+def _num(value: float | None, digits: int = 3) -> str:
+    return "undefined" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(ci: list[float] | None) -> str:
+    return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
+
+
+def clinical_tables(report: dict[str, Any] | None, config: Any) -> dict[str, Any]:
+    """The card's measured bias-and-limitations content, as rows of formatted cells: subgroup
+    mAUC (the report's ``subgroups``), the largest TPR / FPR gaps per column at the thresholds,
+    ECE per finding (``calibration``), and the stored thresholds with their rates on the report's
+    split. Empty lists where the report lacks them."""
+    report = report or {}
+    out: dict[str, Any] = {"subgroups": [], "gaps": [], "calibration": [], "thresholds": []}
+    subgroups = report.get("subgroups")
+    if subgroups:
+        rows = [("overall", "all", subgroups["overall"])] + [
+            (column, value, stats)
+            for column, by_value in subgroups["groups"].items()
+            for value, stats in by_value.items()
+        ]
+        out["subgroups"] = [
+            [column, value, stats["count"], _num(stats["mauc"]), _interval(stats["mauc_ci95"]),
+             "**below overall**" if stats.get("below_overall") else ""]
+            for column, value, stats in rows
+        ]  # fmt: skip
+        for column, findings in subgroups.get("gaps", {}).items():
+            for rate in ("tpr", "fpr"):
+                gaps = {f: g for f, g in findings.items() if g.get(f"{rate}_gap") is not None}
+                if gaps:
+                    worst = max(gaps, key=lambda f: gaps[f][f"{rate}_gap"])
+                    g = gaps[worst]
+                    out["gaps"].append(
+                        [column, rate.upper(), worst, _num(g[f"{rate}_gap"]),
+                         f"{g[f'{rate}_lowest']} < {g[f'{rate}_highest']}"]
+                    )  # fmt: skip
+    calibration = report.get("calibration")
+    if calibration:
+        temperatures = (getattr(config, "calibration", None) or {}).get("temperatures", {})
+        out["calibration"] = [
+            [name, _num(ece), _num(temperatures.get(name), 2) if temperatures else "-"]
+            for name, ece in calibration["ece"].items()
+        ]
+        out["mean_ece"] = _num(calibration.get("mean_ece"))
+    points = getattr(config, "operating_points", None)
+    if points:
+        rates = (report.get("operating_points") or {}).get("rates") or {}
+        for name, threshold in points.get("thresholds", {}).items():
+            r = rates.get(name) or {}
+            cells = [
+                f"{_num(r[k]['value'])} ({_interval(r[k]['ci95'])})" if k in r else "-"
+                for k in ("sensitivity", "specificity", "ppv", "npv")
+            ]
+            out["thresholds"].append(
+                [name, "none" if threshold is None else f"{threshold:.4f}", *cells]
+            )
+        method = points.get("method")
+        out["method"] = (
+            "Youden's J" if method == "youden" else f"{method} >= {points.get('target')}"
+        )
+    return out
+
+
 def render_card(card: CardData) -> ModelCard:
     """A card for a ``pretrain`` encoder, a ``classifier`` or a ``conversion`` (``source`` set)."""
     config, datasets, report = card.config, card.datasets, card.report
@@ -201,6 +252,9 @@ def render_card(card: CardData) -> ModelCard:
         paper=PAPER,
         paper_url=PAPER_URL,
         demo="demo" in datasets,
+        clinical=clinical_tables(report, config) if classifier else None,
+        calibration=getattr(config, "calibration", None),
+        operating_points=getattr(config, "operating_points", None),
     )
 
 
@@ -226,36 +280,6 @@ def write_run_card(output_dir: str | Path, card: CardData, *arg_objects: Any) ->
     write_card(output_dir, card)
 
 
-def take_push(training_args) -> BackgroundPusher | None:
-    """Our own push (retries, never raising, on a background thread), or None; the Trainer's own
-    push is switched off. The token leaves ``training_args`` here, before the Trainer pickles them
-    into ``training_args.bin`` (at the root and in every checkpoint): only the pusher keeps it."""
-    token, training_args.hub_token = training_args.hub_token, None
-    push, training_args.push_to_hub = bool(training_args.push_to_hub), False
-    if not push:
-        return None
-    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
-    return BackgroundPusher(
-        repo_id, training_args.hub_private_repo, token, training_args.push_retries
-    )
-
-
-def publish(
-    output_dir: str | Path, card: CardData, arg_objects: tuple, pusher, push_timeout: float
-) -> None:
-    """The card again (now with the metrics) and, when asked, the push; waits a bounded time for
-    the pushes still running in the background and logs how they went. Main process only."""
-    from .data.demo import make_demo_dataset
-
-    write_run_card(output_dir, card, *arg_objects)
-    if pusher is None:
-        return
-    example = make_demo_dataset(num_train=1, num_validation=0, num_test=0, size=256)["train"][0]
-    example["image"].save(Path(output_dir) / "example.png")  # the widget's: synthetic, no patient
-    pusher.submit(output_dir, "Upload model from hf-cxr-mae")
-    pusher.close(push_timeout)
-
-
 def write_training_args(output_dir: str | Path, *arg_objects: Any) -> Path:
     """``training_args.json``: every argument, scrubbed of secrets and local paths (JSON, not pickle)."""
     merged: dict[str, Any] = {}
@@ -265,200 +289,3 @@ def write_training_args(output_dir: str | Path, *arg_objects: Any) -> Path:
     path = Path(output_dir) / "training_args.json"
     path.write_text(json.dumps(scrub(merged), indent=2, default=str))
     return path
-
-
-def check_push_folder(folder: str | Path) -> None:
-    """Refuse, before any network call, a folder that does not exist or holds no model files
-    (``config.json`` and ``*.safetensors`` weights): retrying could never make it pushable."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} does not exist (or is not a folder): nothing to push.")
-    names = sorted(p.name for p in folder.iterdir() if p.is_file())
-    if "config.json" not in names or not any(n.endswith(".safetensors") for n in names):
-        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") or "no files"
-        raise ValueError(
-            f"{folder} holds no model files (config.json and *.safetensors weights); it has: "
-            f"{shown}. Point at a folder written by a recipe or `hf-cxr-mae convert`."
-        )
-
-
-def push_folder(
-    folder: str | Path,
-    repo_id: str,
-    private: bool | None = None,
-    token: str | None = None,
-    commit_message: str = "Upload model from hf-cxr-mae",
-    retries: int = 4,
-    backoff: float = 2.0,
-    shown_as: str | Path | None = None,
-) -> str | None:
-    """Upload a model folder's publishable files; retry with exponential backoff.
-
-    Returns the commit URL, or None after reporting the failure (never raises, never deletes).
-    ``shown_as`` names the folder in messages when ``folder`` is a temporary snapshot of it.
-    """
-    from huggingface_hub.errors import HfHubHTTPError
-
-    folder = Path(folder)
-    shown = shown_as or folder
-    try:
-        check_push_folder(folder)
-    except (FileNotFoundError, ValueError) as err:
-        logger.error("Nothing pushed to %s: %s", repo_id, err)
-        return None
-    api = HfApi(token=token)
-    for attempt in range(retries + 1):
-        try:
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            info = api.upload_folder(
-                folder_path=folder,
-                repo_id=repo_id,
-                allow_patterns=PUSH_PATTERNS,
-                ignore_patterns=["*/*"],  # top-level files only: no checkpoints, previews, caches
-                commit_message=commit_message,
-            )
-            url = getattr(info, "commit_url", None) or str(info)
-            logger.info("Pushed %s to %s (%s)", shown, repo_id, url)
-            return url
-        except Exception as err:  # network, HTTP, auth: reported, never raised
-            status = getattr(getattr(err, "response", None), "status_code", None)
-            final = attempt == retries or (
-                isinstance(err, HfHubHTTPError) and status in (401, 403, 404)
-            )
-            if final:
-                logger.error(
-                    "Push of %s to %s failed: %s. The local copy is intact; push later with `hf-cxr-mae push %s %s`.",
-                    shown,
-                    repo_id,
-                    err,
-                    shown,
-                    repo_id,
-                )
-                return None
-            wait = backoff * 2**attempt
-            logger.warning(
-                "Push to %s failed (attempt %d/%d: %s); retrying in %.1fs.",
-                repo_id,
-                attempt + 1,
-                retries + 1,
-                err,
-                wait,
-            )
-            time.sleep(wait)
-    return None
-
-
-_STAGING = ".hub-push-"
-
-
-def _snapshot(folder: Path) -> Path:
-    """Hard links (copies where links fail) to ``folder``'s publishable files, in a hidden sibling
-    folder: a checkpoint rotated away while its push waits or retries is still pushed whole."""
-    staged = Path(tempfile.mkdtemp(prefix=_STAGING, dir=folder.parent))
-    for path in folder.iterdir():
-        if path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in PUSH_PATTERNS):
-            try:
-                os.link(path, staged / path.name)
-            except OSError:
-                shutil.copy2(path, staged / path.name)
-    return staged
-
-
-class BackgroundPusher:
-    """Hub pushes on one background thread, so a slow or failing Hub never stalls training.
-
-    Pushes run one at a time in the order submitted; a push still waiting its turn when a newer
-    one arrives is dropped (the latest wins: it holds the newer weights). ``close`` waits a
-    bounded time and logs the outcome. The token stays on this object, which nothing writes to
-    disk (the Trainer pickles its arguments into every checkpoint, so the token is not kept there).
-    """
-
-    def __init__(self, repo_id: str, private: bool | None, token: str | None, retries: int) -> None:
-        self.repo_id, self.private, self.retries = repo_id, private, retries
-        self._token = token
-        self._cond = threading.Condition()
-        self._pending: tuple[Path, str, Path | None] | None = None
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        self._cleaned: set[Path] = set()
-        self.results: list[tuple[str, str | None]] = []
-
-    def submit(self, folder: str | Path, message: str, snapshot: bool = False) -> None:
-        """Queue a push of ``folder`` (of a snapshot of it, when its files may change or go)."""
-        folder = Path(folder)
-        staged = None
-        if snapshot:
-            self._clean_stale(folder.parent)
-            staged = _snapshot(folder)
-        with self._cond:
-            if self._closed:
-                _discard(staged)
-                raise RuntimeError(f"push {message!r} submitted after the pusher was closed")
-            if self._pending is not None:
-                logger.info("Hub push %r skipped: superseded by %r.", self._pending[1], message)
-                _discard(self._pending[2])
-            self._pending = (folder, message, staged)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="hub-push", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
-
-    def _clean_stale(self, parent: Path) -> None:
-        """Snapshots left by a run killed mid-push (once per folder, before our first one)."""
-        if parent not in self._cleaned:
-            self._cleaned.add(parent)
-            for stale in parent.glob(f"{_STAGING}*"):
-                _discard(stale)
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._closed:
-                    self._cond.wait()
-                if self._pending is None:
-                    return
-                folder, message, staged = self._pending
-                self._pending = None
-            try:
-                url = push_folder(
-                    staged or folder, self.repo_id, self.private, self._token, message,
-                    self.retries, shown_as=folder,
-                )  # fmt: skip
-            except Exception:  # push_folder never raises; a bug must not kill the worker
-                logger.exception("Hub push %r failed unexpectedly.", message)
-                url = None
-            finally:
-                _discard(staged)
-            with self._cond:
-                self.results.append((message, url))
-
-    def close(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for queued pushes; log the outcome. False: still running."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            logger.warning(
-                "A Hub push to %s is still running after %.0fs (network slow or down?); not "
-                "waiting longer. The local copy is intact; push it later with `hf-cxr-mae push`.",
-                self.repo_id,
-                timeout,
-            )
-            return False
-        failed = [m for m, url in self.results if url is None]
-        if failed:
-            logger.warning(
-                "%d of %d Hub pushes to %s failed (%s); the local copy is intact.",
-                len(failed), len(self.results), self.repo_id, "; ".join(failed),
-            )  # fmt: skip
-        else:
-            logger.info("All %d Hub pushes to %s done.", len(self.results), self.repo_id)
-        return True
-
-
-def _discard(staged: Path | None) -> None:
-    if staged is not None:
-        shutil.rmtree(staged, ignore_errors=True)

@@ -1,9 +1,10 @@
-"""MAE pre-training model, multi-label ViT classifier and layer-wise LR decay.
+"""The MAE pre-training model, the ViT classifier, and how a run builds them and checks the
+checkpoint it starts from.
 
 Both models are thin subclasses of transformers classes: they add the official MAE
 initialisation, input checks and builders, and save as the native classes
 (``ViTMAEForPreTraining`` / ``BeitForImageClassification``), so checkpoints load anywhere
-without this package or remote code.
+without this package or remote code. (Layer-wise LR decay lives in ``training/optim.py``.)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ With no config file and no --dataset it runs on the built-in DEMO data (recipes/
 from pathlib import Path
 
 from hf_cxr_mae.training import DataArguments, EvaluateArguments, ModelArguments, parse_recipe_args
-from hf_cxr_mae.training.runs import run_evaluate
+from hf_cxr_mae.training.evaluation import run_evaluate
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo_evaluate.yaml"
 

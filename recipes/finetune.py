@@ -9,7 +9,7 @@ With no config file and no --dataset it runs on the built-in DEMO data (recipes/
 from pathlib import Path
 
 from hf_cxr_mae.training import DataArguments, FinetuneArguments, ModelArguments, parse_recipe_args
-from hf_cxr_mae.training.runs import run_finetune
+from hf_cxr_mae.training.finetune import run_finetune
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo_finetune.yaml"
 

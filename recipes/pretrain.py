@@ -9,7 +9,7 @@ With no config file and no --dataset it runs on the built-in DEMO data (recipes/
 from pathlib import Path
 
 from hf_cxr_mae.training import DataArguments, ModelArguments, PretrainArguments, parse_recipe_args
-from hf_cxr_mae.training.runs import run_pretrain
+from hf_cxr_mae.training.pretrain import run_pretrain
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo_pretrain.yaml"
 

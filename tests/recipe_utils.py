@@ -1,4 +1,5 @@
-"""Load the recipe scripts as modules (they live outside the package)."""
+"""Load the recipe scripts as modules (they live outside the package), and the argument classes
+each recipe parses its config into."""
 
 import importlib.util
 from pathlib import Path
@@ -21,3 +22,28 @@ TINY_TRAIN = [
     "--dataloader_num_workers", "0",
     "--report_to", "none",
 ]  # fmt: skip
+
+
+def config_recipe(config_name: str) -> str:
+    """The recipe a config file is for, from its name: ``demo_pretrain.yaml`` -> ``pretrain``."""
+    return config_name.removeprefix("demo_").split("_")[0].removesuffix(".yaml")
+
+
+def argument_classes(recipe_name: str) -> tuple:
+    """The dataclasses ``recipe_name``'s script parses (model, data, training), in its order."""
+    from hf_cxr_mae.training import (
+        DataArguments,
+        EvaluateArguments,
+        FinetuneArguments,
+        LinprobeArguments,
+        ModelArguments,
+        PretrainArguments,
+    )
+
+    training = {
+        "pretrain": PretrainArguments,
+        "finetune": FinetuneArguments,
+        "linprobe": LinprobeArguments,
+        "evaluate": EvaluateArguments,
+    }[recipe_name]
+    return ModelArguments, DataArguments, training

@@ -21,7 +21,7 @@ from transformers import AutoModel, AutoModelForImageClassification
 from hf_cxr_mae.cli import main as cli
 from hf_cxr_mae.convert import convert_checkpoint
 from hf_cxr_mae.data import NIH14_LABELS
-from hf_cxr_mae.hub import push_folder
+from hf_cxr_mae.hub_push import push_folder
 from hf_cxr_mae.modeling import CXRMAEForPreTraining
 
 NORM = partial(torch.nn.LayerNorm, eps=1e-6)
@@ -309,6 +309,10 @@ def test_push_sends_the_model_files_only(trained, online):
         "training_args.json",
         "metrics.json",
         "all_results.json",
+        "report.md",  # the test report, with its figures
+        "roc.png",
+        "reliability.png",
+        "subgroups.png",
     }
     for name in ("config.json", "training_args.json", "README.md"):
         text = hub.commits[0]["files"][name].decode()

@@ -1,5 +1,7 @@
-"""Training: recipe arguments, the Trainer subclass, LR schedule, resume, one module per run
-(pretrain, finetune, linprobe, evaluation; ``runs`` gathers them) and what a run leaves behind."""
+"""Training: recipe arguments, the Trainer subclass, LR schedule, resume, one straight-line module
+per run (``pretrain``, ``finetune``, ``linprobe``, ``evaluation``: arguments and checkpoint checked
+before any data is read, data, model, transforms, Trainer, train, save, evaluate, publish) and what
+a run leaves behind (``outputs``)."""
 
 from .arguments import (
     CXRTrainingArguments,

@@ -3,10 +3,14 @@ test metrics (metrics.json), all_results.json, then the card with the metrics an
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
-from ..hub import CardData, publish, write_run_card
+from ..data.demo import make_demo_dataset
+from ..data.loading import SOURCES
+from ..hub import CardData, write_run_card
+from ..hub_push import BackgroundPusher
 from ..metrics.classification import metrics_for
 from ..reports import write_metrics_json
 
@@ -53,6 +57,24 @@ def write_test_metrics(
     return report
 
 
+def publish(
+    output_dir: str | Path,
+    card: CardData,
+    arg_objects: tuple,
+    pusher: BackgroundPusher | None,
+    push_timeout: float,
+) -> None:
+    """The card again (now with the metrics) and, when asked, the push; waits a bounded time for
+    the pushes still running in the background and logs how they went. Main process only."""
+    write_run_card(output_dir, card, *arg_objects)
+    if pusher is None:
+        return
+    example = make_demo_dataset(num_train=1, num_validation=0, num_test=0, size=256)["train"][0]
+    example["image"].save(Path(output_dir) / "example.png")  # the widget's: synthetic, no patient
+    pusher.submit(output_dir, "Upload model from hf-cxr-mae")
+    pusher.close(push_timeout)
+
+
 def finish(trainer, metrics: dict[str, Any], card: CardData, arg_objects: tuple, pusher) -> None:
     """After evaluation: all_results.json, then the card with metrics and the push."""
     trainer.log_metrics("all", metrics)
@@ -62,8 +84,25 @@ def finish(trainer, metrics: dict[str, Any], card: CardData, arg_objects: tuple,
         publish(Path(args.output_dir), card, arg_objects, pusher, args.push_timeout)
 
 
+def used_source_option(data_args, option: str) -> Any:
+    """What the loaders get for ``option``: the run's value, else the default every source that
+    takes it shares (its own signature's); None where no source takes it or they disagree."""
+    given = data_args.source_options().get(option)
+    if given is not None:
+        return given
+    defaults = [
+        parameters[option].default
+        for name in data_args.dataset or []
+        if name in SOURCES and option in (parameters := inspect.signature(SOURCES[name]).parameters)
+    ]
+    return defaults[0] if defaults and all(d == defaults[0] for d in defaults) else None
+
+
 def run_card(kind: str, config, data_args, training_args, pusher, **fields: Any) -> CardData:
-    """The card of this run: its model, data and the repo it is pushed to."""
+    """The card of this run: its model, data and the repo it is pushed to. A classifier's card
+    names the uncertainty policy its labels really got, given or the loader's default."""
+    if kind == "classifier" and fields.get("uncertainty") is None:
+        fields["uncertainty"] = used_source_option(data_args, "uncertainty")
     return CardData(
         kind=kind,
         config=config,
