@@ -3,7 +3,8 @@
 Every source module turns its files into a table of records (``path``, labels, metadata, and a
 ``where`` string naming the file and row it came from). ``build_splits`` checks that table
 (``image_paths``, ``splits``) and builds one dataset per split with the same columns for every
-source: ``image``, ``image_id``, ``patient_id``, ``view`` and ``labels`` or ``label``.
+source: ``image``, ``image_id``, ``patient_id``, ``view`` and ``labels`` or ``label``, plus the
+metadata the source has (``sex``, ``age`` and a CSV's own columns, see ``metadata``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datasets import ClassLabel, Dataset, Features, Image, Value
 
 from .image_paths import resolve_paths
 from .images import DICOM_SUFFIXES, read_xray
+from .metadata import normalize_view
 from .splits import check_split_overlap
 from .validation import DataValidationError
 
@@ -30,6 +32,10 @@ def _image_value(path: str) -> dict:
         read_xray(path).save(buffer, format="PNG")
         return {"bytes": buffer.getvalue(), "path": None}
     return {"bytes": None, "path": path}
+
+
+def _missing(value: object) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
 def labels_feature(names: Sequence[str]) -> dict[str, Value]:
@@ -46,9 +52,11 @@ def build_splits(
     class_names: Sequence[str] | None = None,
     check_images: str = "open",
     on_bad: str = "raise",
+    metadata_columns: Sequence[str] = (),
 ) -> dict[str, Dataset]:
     """A dataset per split from its records, each checked by ``resolve_paths``, and no image
-    or patient in two splits. ``source`` names the file(s) the records came from."""
+    or patient in two splits. ``source`` names the file(s) the records came from; records'
+    ``sex`` / ``age`` (normalised already) and ``metadata_columns`` become columns."""
     resolved = {s: resolve_paths(r, data_dir, check_images, on_bad) for s, r in parts.items()}
     resolved = check_split_overlap(resolved, on_bad)
     if not any(len(r) for r in resolved.values()):
@@ -61,7 +69,10 @@ def build_splits(
                 else "it lists no images."
             )
         )
-    return {s: build_dataset(r, data_dir, label_names, class_names) for s, r in resolved.items()}
+    return {
+        s: build_dataset(r, data_dir, label_names, class_names, metadata_columns)
+        for s, r in resolved.items()
+    }
 
 
 def build_dataset(
@@ -69,7 +80,9 @@ def build_dataset(
     data_dir: Path,
     label_names: Sequence[str] | None,
     class_names: Sequence[str] | None,
+    metadata_columns: Sequence[str] = (),
 ) -> Dataset:
+    """One split's dataset from its checked records (see ``build_splits``)."""
     root = os.path.normpath(data_dir.absolute()) + os.sep
     columns: dict[str, list] = {
         "image": [_image_value(p) for p in records["path"]],
@@ -77,9 +90,7 @@ def build_dataset(
         "patient_id": [
             None if pd.isna(v) else str(v) for v in records.get("patient_id", [None] * len(records))
         ],
-        "view": [
-            None if pd.isna(v) else str(v) for v in records.get("view", [None] * len(records))
-        ],
+        "view": [normalize_view(v) for v in records.get("view", [None] * len(records))],
     }
     features = {
         "image": Image(),
@@ -87,6 +98,16 @@ def build_dataset(
         "patient_id": Value("string"),
         "view": Value("string"),
     }
+    # Only where the source has them: a source without ages gets no column of None ages.
+    if "sex" in records:
+        columns["sex"] = [None if _missing(v) else str(v) for v in records["sex"]]
+        features["sex"] = Value("string")
+    if "age" in records:
+        columns["age"] = [None if _missing(v) else float(v) for v in records["age"]]
+        features["age"] = Value("float32")
+    for name in metadata_columns:
+        columns[name] = [None if _missing(v) else str(v) for v in records[name]]
+        features[name] = Value("string")
     if label_names is not None:
         matrix = np.asarray(list(records["labels"]), dtype=np.float32).reshape(
             len(records), len(label_names)

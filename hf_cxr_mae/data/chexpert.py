@@ -11,6 +11,7 @@ from datasets import DatasetDict
 from .building import build_splits
 from .files import read_csv
 from .labels import CHEXPERT5_LABELS, CHEXPERT14_LABELS, check_policy, parse_label_rows
+from .metadata import normalize_metadata, normalize_view
 from .split_files import load_from_split_files, parse_split_files
 from .splits import patient_split
 from .validation import DataValidationError, csv_where, raise_or_skip
@@ -40,6 +41,17 @@ def _strip_release_prefix(path: str, data_dir: Path) -> str:
     return path
 
 
+def _views(frame: pd.DataFrame) -> list[str | None]:
+    """``AP/PA`` (AP, PA, LL, ...) where given, else ``LATERAL`` for a lateral image."""
+    blank = pd.Series([""] * len(frame), index=frame.index)
+    return [
+        normalize_view(position) or ("LATERAL" if side.strip().lower() == "lateral" else None)
+        for position, side in zip(
+            frame.get("AP/PA", blank), frame.get("Frontal/Lateral", blank), strict=True
+        )
+    ]
+
+
 def _read_split(
     csv_path: Path, data_dir: Path, names: list[str], policy: str, frontal_only: bool, on_bad: str
 ) -> pd.DataFrame:
@@ -51,9 +63,17 @@ def _read_split(
     targets, problems = parse_label_rows(frame, csv_path, names, policy)
     bad = raise_or_skip(problems, on_bad, f"label cells in {csv_path}")
     paths = [_strip_release_prefix(p, data_dir) for p in frame["Path"]]
+    wheres = [csv_where(csv_path, i) for i in range(len(frame))]
+    metadata = normalize_metadata(
+        wheres,
+        names=list(frame["Path"]),
+        on_bad=on_bad,
+        what=str(csv_path),
+        **{c.lower(): frame[c] for c in ("Sex", "Age") if c in frame},
+    )
     records = pd.DataFrame(
         {
-            "where": [csv_where(csv_path, i) for i in range(len(frame))],
+            "where": wheres,
             "path": paths,
             "csv_path": frame["Path"],  # as written in the file: split files may name it so
             "labels": targets,
@@ -61,8 +81,9 @@ def _read_split(
                 next((part for part in p.split("/") if part.startswith("patient")), None)
                 for p in paths
             ],
-            "view": frame.get("AP/PA", pd.Series([""] * len(frame))).replace("", None),
+            "view": _views(frame),
             "frontal": frame.get("Frontal/Lateral", pd.Series(["Frontal"] * len(frame))),
+            **metadata,
         }
     )
     records = records[~records["where"].isin(bad)]

@@ -12,9 +12,50 @@ from datasets import DatasetDict
 from .building import build_splits
 from .files import read_csv
 from .labels import check_policy, parse_label_rows, warn_lookalike_names
+from .metadata import NON_METADATA, normalize_metadata
 from .split_files import SPLIT_ALIASES, load_from_split_files, parse_split_files
 from .splits import patient_split
 from .validation import DataValidationError, Problem, csv_where, raise_or_skip
+
+# CSV column names (any case) read as the normalised sex / age every source has.
+_ALIASES = {
+    **dict.fromkeys(("sex", "gender", "patient sex", "patient gender"), "sex"),
+    **dict.fromkeys(("age", "patient age"), "age"),
+}
+# Names the loader's own records use (and ``view``, which has ``view_column``).
+_RECORD_COLUMNS = {"where", "path", "split", "view"}
+
+
+def _metadata_map(given: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """``metadata_columns`` as (``{"sex" / "age": CSV column}``, other CSV columns kept as is)."""
+    if isinstance(given, str):  # one name, not its letters
+        given = [given]
+    standard: dict[str, str] = {}
+    extra: list[str] = []
+    for entry in given:
+        key, sep, column = entry.partition("=")
+        if sep and key.strip().lower() not in ("sex", "age"):
+            raise ValueError(
+                f"metadata_columns entry {entry!r}: only 'sex=COLUMN' or 'age=COLUMN' map a "
+                "column to another name; other columns are kept under their own names."
+            )
+        target = key.strip().lower() if sep else _ALIASES.get(entry.strip().lower())
+        column = column.strip() if sep else entry
+        if target is not None:
+            if target in standard:
+                raise ValueError(
+                    f"metadata_columns names two {target} columns: {standard[target]!r} and "
+                    f"{column!r}."
+                )
+            standard[target] = column
+        elif column in NON_METADATA or column in _RECORD_COLUMNS:
+            raise ValueError(
+                f"metadata_columns entry {column!r} would replace the dataset's own {column!r} "
+                "column; rename it in the CSV (the view has its own option, view_column)."
+            )
+        elif column not in extra:
+            extra.append(column)
+    return standard, extra
 
 
 def load_csv(
@@ -35,6 +76,7 @@ def load_csv(
     check_images: str = "open",
     on_bad: str = "raise",
     split_files: Mapping[str, str | Path] | str | None = None,
+    metadata_columns: Sequence[str] | None = None,
 ) -> DatasetDict:
     """A CSV with an image-path column (relative to ``data_dir``) and labels given either as one
     1/0/-1/blank column per finding (``label_columns``; default: every column not otherwise
@@ -42,14 +84,21 @@ def load_csv(
     ``label_names`` or the sorted values found). ``split_column`` values train/validation/test
     define splits; otherwise all rows are train and a patient-disjoint validation is split off.
     ``split_files`` (``{"train": ..., "validation": ..., "test": ...}``) overrides both: each line
-    names an image as the image column does, optionally followed by its targets in label order."""
+    names an image as the image column does, optionally followed by its targets in label order.
+
+    ``metadata_columns`` keeps more columns for subgroup analysis, as strings under their own
+    names; a column named ``sex`` / ``gender`` or ``age`` (any case, ``Patient`` before it too,
+    as in NIH's file), or given as
+    ``"sex=COLUMN"`` / ``"age=COLUMN"``, becomes the normalised ``sex`` ("M" / "F") or ``age``
+    (years) every source has (see ``metadata``)."""
     check_policy(uncertainty)
     data_dir = Path(data_dir)
     csv_path = data_dir / csv_file
     frame = read_csv(csv_path, dtype=str, keep_default_na=False)
+    standard, extra = _metadata_map(metadata_columns or [])
     named = [
         c for c in (image_column, patient_column, view_column, split_column, label_column) if c
-    ]
+    ] + [*standard.values(), *extra]
     if missing := [c for c in named if c not in frame.columns]:
         raise DataValidationError(
             f"{csv_path} has no column(s) {missing}; columns: {list(frame.columns)}."
@@ -84,9 +133,17 @@ def load_csv(
         if not names:
             raise DataValidationError(f"{csv_path} has no label columns.")
         targets, problems = parse_label_rows(frame, csv_path, names, uncertainty)
+    wheres = [csv_where(csv_path, i) for i in range(len(frame))]
+    metadata = normalize_metadata(
+        wheres,
+        names=list(frame[image_column]),
+        on_bad=on_bad,
+        what=str(csv_path),
+        **{key: frame[column] for key, column in standard.items()},
+    )
     records = pd.DataFrame(
         {
-            "where": [csv_where(csv_path, i) for i in range(len(frame))],
+            "where": wheres,
             "path": frame[image_column],
             "labels": targets,
             # A blank patient cell is no patient id, not one patient shared by every blank row.
@@ -95,11 +152,19 @@ def load_csv(
             else None,
             "view": frame[view_column] if view_column else None,
             "split": frame[split_column] if split_column else "train",
+            **metadata,
+            # Blank is missing, as in the standard columns; the rest is kept as written.
+            **{c: frame[c].str.strip().replace("", None) for c in extra},
         }
     )
     skipped = raise_or_skip(problems, on_bad, f"label cells in {csv_path}")
     records = records[~records["where"].isin(skipped)]
-    kwargs = {"label_names": names, "check_images": check_images, "on_bad": on_bad}
+    kwargs = {
+        "label_names": names,
+        "check_images": check_images,
+        "on_bad": on_bad,
+        "metadata_columns": extra,
+    }
     if split_files is not None:
         return load_from_split_files(
             records.drop(columns="split").reset_index(drop=True),

@@ -74,14 +74,19 @@ def make_demo_dataset(
     size: int = 128,
     seed: int = 0,
 ) -> DatasetDict:
-    """DEMO DATA (synthetic, not X-rays): train / validation / test with ``DEMO_LABELS``."""
+    """DEMO DATA (synthetic, not X-rays): train / validation / test with ``DEMO_LABELS``, and
+    made-up ``sex``, ``age`` and ``view`` (PA / AP) so that subgroup reports run end to end."""
     rng = np.random.default_rng(seed)
+    # Its own stream: the images are the same as before the metadata existed.
+    meta_rng = np.random.default_rng([seed, 1])
     features = Features(
         {
             "image": Image(),
             "image_id": Value("string"),
             "patient_id": Value("string"),
             "view": Value("string"),
+            "sex": Value("string"),
+            "age": Value("float32"),
             "labels": labels_feature(DEMO_LABELS),
         }
     )
@@ -93,7 +98,9 @@ def make_demo_dataset(
             rows["image"].append(render_chest(findings, rng, size))
             rows["image_id"].append(f"demo/{i:05d}.png")
             rows["patient_id"].append(f"demo-{i:05d}")
-            rows["view"].append("PA")
+            rows["view"].append("AP" if meta_rng.random() < 0.3 else "PA")
+            rows["sex"].append("F" if meta_rng.random() < 0.5 else "M")
+            rows["age"].append(float(meta_rng.integers(18, 95)))
             rows["labels"].append({n: float(v) for n, v in findings.items()})
         splits[name] = Dataset.from_dict(rows, features=features)
         start += count

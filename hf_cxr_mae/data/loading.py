@@ -34,7 +34,9 @@ def load_cxr_dataset(
 
     Rows hold ``image`` (``datasets.Image``), ``image_id``, ``patient_id``, ``view`` and either
     ``labels`` (multi-label struct, names in order: ``label_names(ds)``) or ``label``
-    (``ClassLabel``). ``name`` is one of ``SOURCES``, a Hub dataset id or a ``Dataset``.
+    (``ClassLabel``), plus the patient metadata the source has: ``sex`` ("M" / "F"), ``age``
+    (years) and a CSV's ``metadata_columns`` (``metadata.subgroup_columns`` lists them).
+    ``name`` is one of ``SOURCES``, a Hub dataset id or a ``Dataset``.
     """
     if not isinstance(name, str) or name not in SOURCES:
         if isinstance(name, str) and data_dir is not None:
@@ -61,7 +63,8 @@ def load_pretraining_dataset(sources: Sequence[tuple[str, str | Path, dict[str, 
     Every split except ``test`` is used, so no test image is seen in pre-training; where the
     splits are explicit (``protocol="paper"`` or ``split_files``), only ``train`` is, as the
     paper pre-trains on NIH's ``train_official.txt`` alone. A ``source`` column records where
-    each image came from.
+    each image came from. Patient metadata other than ``view`` is dropped: sources differ in
+    what they have, and pre-training uses none.
     """
     parts = []
     for name, data_dir, options in sources:
@@ -70,7 +73,8 @@ def load_pretraining_dataset(sources: Sequence[tuple[str, str | Path, dict[str, 
         for split, ds in dd.items():
             if split == "test" or (explicit and split != "train"):
                 continue
-            ds = ds.remove_columns([c for c in ("labels", "label") if c in ds.column_names])
+            kept = ("image", "image_id", "patient_id", "view")
+            ds = ds.remove_columns([c for c in ds.column_names if c not in kept])
             ds = ds.add_column("source", [name] * len(ds), feature=Value("string"))
             parts.append(ds)
     if not parts:

@@ -13,6 +13,7 @@ from .building import build_splits
 from .duplicates import drop_duplicates
 from .files import read_csv, read_list
 from .labels import NIH14_LABELS
+from .metadata import normalize_metadata, normalize_view
 from .split_files import (
     load_from_split_files,
     paper_split_files,
@@ -92,7 +93,8 @@ def load_nih14(
 ) -> DatasetDict:
     """NIH ChestX-ray14: 14 findings in the paper's order. Images are found in any subfolder
     (of ``image_dir`` if given). ``views`` keeps only those ``View Position`` values (e.g.
-    ``["PA"]``).
+    ``["PA"]``). ``Patient Gender`` and ``Patient Age`` become ``sex`` and ``age`` where the
+    file has them (the release's few ages over 120 are set to missing, with a warning naming them).
 
     Splits: ``protocol="release"`` takes the official test list and carves a patient-disjoint
     validation set (``validation_size``) from the official train_val list; ``protocol="paper"``
@@ -146,7 +148,9 @@ def load_nih14(
                 "labels": [1.0 if f in findings else 0.0 for f in NIH14_LABELS],
                 # Stripped: '75 ' and '75' are one patient (a leak across splits otherwise).
                 "patient_id": row["Patient ID"].strip(),
-                "view": row["View Position"].strip(),
+                "view": normalize_view(row["View Position"]),
+                "sex": row.get("Patient Gender"),
+                "age": row.get("Patient Age"),
             }
         )
     skipped = raise_or_skip(problems, on_bad, f"rows in {csv_path}")
@@ -155,9 +159,22 @@ def load_nih14(
             f"no usable rows in {csv_path}: all {len(skipped)} were left out as bad (see the "
             "warnings above)."
         )
+    records = pd.DataFrame(rows)
+    given = [c for c, col in (("sex", "Patient Gender"), ("age", "Patient Age")) if col in frame]
+    records = records.drop(columns=[c for c in ("sex", "age") if c not in given]).assign(
+        **normalize_metadata(
+            records["where"],
+            names=records["name"],
+            on_bad=on_bad,
+            what=str(csv_path),
+            **{c: records[c] for c in given},
+        )
+    )
     # The same Image Index twice: once is kept if the rows agree, else both lines are named.
-    records = drop_duplicates(pd.DataFrame(rows), "name", on_bad, f"rows in {csv_path}")
+    records = drop_duplicates(records, "name", on_bad, f"rows in {csv_path}")
     kwargs = {"label_names": NIH14_LABELS, "check_images": check_images, "on_bad": on_bad}
+    if views is not None:
+        views = [normalize_view(v) for v in views]
     if split_files is not None:
         keep = None
         if views is not None:

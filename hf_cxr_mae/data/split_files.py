@@ -253,11 +253,13 @@ def load_from_split_files(
     class_names: Sequence[str] | None = None,
     check_images: str = "open",
     on_bad: str = "raise",
+    metadata_columns: Sequence[str] = (),
 ) -> DatasetDict:
     """A ``DatasetDict`` whose splits are exactly the files' images (``assign_split_files``),
     checked by ``build_splits`` (no image or patient in two splits). ``keep`` is a source's own
     filter (description, row mask), e.g. frontal views only; the listed images it removes are
-    counted in a warning. Without a validation file, one is carved from train by patient."""
+    counted in a warning. Without a validation file, one is carved from train by patient.
+    Records' metadata (``sex``, ``age``, ``metadata_columns``) is kept as ``build_splits`` does."""
     labels = {"label_names": label_names, "class_names": class_names}
     parts = assign_split_files(records, split_files, table, keys=keys, on_bad=on_bad, **labels)
     if keep is not None:
@@ -268,7 +270,13 @@ def load_from_split_files(
         parts = kept
     source = f"{table} with " + ", ".join(str(p) for p in split_files.values())
     built = build_splits(
-        parts, data_dir, source, check_images=check_images, on_bad=on_bad, **labels
+        parts,
+        data_dir,
+        source,
+        check_images=check_images,
+        on_bad=on_bad,
+        metadata_columns=metadata_columns,
+        **labels,
     )
     if "validation" not in built:
         built["train"], built["validation"] = patient_split(built["train"], validation_size, seed)
