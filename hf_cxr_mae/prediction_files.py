@@ -1,0 +1,284 @@
+"""Prediction and label files of the paired comparison: reading ``hf-cxr-mae predict``'s CSV /
+JSON lines / ``--json`` output and label CSVs, pairing two models' predictions image by image
+(a different order re-aligned by id, different images refused naming the first), and writing
+them back so a comparison can be re-run from files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .constants import IGNORE_LABEL
+
+logger = logging.getLogger("hf_cxr_mae")
+
+# Columns that may hold the image of a row in a prediction or labels CSV, in order of preference.
+ID_COLUMNS = ("image_id", "path", "image", "Image Index", "Path", "file", "filename")
+
+
+@dataclass
+class Predictions:
+    """Probabilities of one model: an id per image, one column per finding, where they came from."""
+
+    ids: list[str]
+    names: list[str]
+    probabilities: np.ndarray  # (n, k)
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Labels:
+    ids: list[str]
+    names: list[str]
+    targets: np.ndarray  # (n, k): 1, 0 or -1 (ignored)
+    source: str
+
+
+def _id_column(columns: Sequence[str], path: Path) -> str:
+    for name in ID_COLUMNS:
+        if name in columns:
+            return name
+    raise ValueError(
+        f"{path} has no image column: expected one of {list(ID_COLUMNS)}, got {list(columns)}."
+    )
+
+
+def _check_unique(ids: Sequence[str], source: str) -> None:
+    seen: set[str] = set()
+    for i, image in enumerate(ids):
+        if image in seen:
+            raise ValueError(f"{source}: image {image!r} appears twice (row {i + 1}).")
+        seen.add(image)
+
+
+# Columns of `predict`'s output that are not probabilities.
+NOT_PROBABILITIES = ("error", "flagged", "row", "row_id")
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of ``predict --json`` (one object with a ``predictions`` list) or of predict's
+    ``--output *.jsonl`` (an object per line)."""
+    text = path.read_text()
+    if path.suffix.lower() == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path} line {number} is not JSON: {err}") from err
+        return rows
+    payload = json.loads(text)
+    rows = payload.get("predictions") if isinstance(payload, dict) else None
+    if rows is None:
+        raise ValueError(f"{path} holds no 'predictions' list (as `predict --json` writes).")
+    return rows
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """A prediction file as ``hf-cxr-mae predict`` writes it: CSV (an image column of
+    ``ID_COLUMNS``, one probability column per finding; ``error`` and ``flagged`` ignored),
+    JSON lines (``--output *.jsonl``) or the ``--json`` printout. Images that failed to
+    read (an ``error``) are left out with a warning: pairing then refuses them unless the
+    other model failed on them too."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Prediction file {path} does not exist.")
+    failed: list[str] = []
+    if path.suffix.lower() in (".json", ".jsonl"):
+        rows = _json_rows(path)
+        failed = [str(row.get("path")) for row in rows if row.get("error")]
+        rows = [row for row in rows if not row.get("error")]
+        if not rows:
+            raise ValueError(f"{path} holds no predictions.")
+        names = list(rows[0]["probabilities"])
+        ids = [str(row["path"]) for row in rows]
+        for i, row in enumerate(rows):
+            if list(row["probabilities"]) != names:
+                raise ValueError(
+                    f"{path}: the prediction of {ids[i]} has other findings "
+                    f"{list(row['probabilities'])} than the first ({names})."
+                )
+        probabilities = np.array([[row["probabilities"][n] for n in names] for row in rows])
+    else:
+        frame = pd.read_csv(path)
+        id_column = _id_column(list(frame.columns), path)
+        if "error" in frame.columns:
+            bad = frame["error"].notna() & (frame["error"].astype(str).str.strip() != "")
+            failed = frame.loc[bad, id_column].astype(str).tolist()
+            frame = frame.loc[~bad]
+        names = [
+            str(c)
+            for c in frame.columns
+            if c != id_column
+            and c not in NOT_PROBABILITIES
+            and pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])
+        ]
+        if not names:
+            raise ValueError(f"{path} has no probability columns (numeric columns per finding).")
+        ids = frame[id_column].astype(str).tolist()
+        probabilities = frame[names].to_numpy(dtype=np.float64)
+    if failed:
+        logger.warning(
+            "%s: %d image(s) were not scored (read errors), left out: %s%s",
+            path, len(failed), ", ".join(failed[:5]), " ..." if len(failed) > 5 else "",
+        )  # fmt: skip
+    _check_unique(ids, str(path))
+    bad = ~(np.isfinite(probabilities) & (probabilities >= 0) & (probabilities <= 1))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{path}: {names[j]} of image {ids[i]!r} is {probabilities[i, j]}, not a probability."
+        )
+    return Predictions(ids, names, probabilities, str(path), {"failed": failed})
+
+
+def read_labels(path: str | Path, names: Sequence[str] | None = None) -> Labels:
+    """A labels CSV: an image column of ``ID_COLUMNS`` and one column per finding holding
+    1, 0, -1 (ignored) or blank (ignored)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Labels file {path} does not exist.")
+    frame = pd.read_csv(path)
+    id_column = _id_column(list(frame.columns), path)
+    columns = list(names) if names is not None else [c for c in frame.columns if c != id_column]
+    if missing := [c for c in columns if c not in frame.columns]:
+        raise ValueError(f"{path} has no column for finding(s) {missing}.")
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    targets = values.fillna(IGNORE_LABEL).to_numpy(dtype=np.float64)
+    bad = ~np.isin(targets, [0.0, 1.0, IGNORE_LABEL])
+    raw_bad = values.isna().to_numpy() & frame[columns].notna().to_numpy()
+    if bad.any() or raw_bad.any():
+        i, j = np.argwhere(bad | raw_bad)[0]
+        raise ValueError(
+            f"{path} row {i + 2}, column {columns[j]!r}: label {frame[columns[j]].iloc[i]!r} "
+            "is not 1, 0 or -1."
+        )
+    ids = frame[id_column].astype(str).tolist()
+    _check_unique(ids, str(path))
+    return Labels(ids, [str(c) for c in columns], targets, str(path))
+
+
+def _basename(image: str) -> str:
+    return image.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _keys(ids: Sequence[str], others: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Keys to match two id lists by: the ids themselves when every one of ``ids`` is among
+    ``others``, else their file names (a path from ``predict`` against a dataset's relative
+    ``image_id``) when those are unique on both sides."""
+    if set(ids) <= set(others) or set(others) <= set(ids):
+        return list(ids), list(others)
+    a, b = [_basename(i) for i in ids], [_basename(i) for i in others]
+    if len(set(a)) == len(a) and len(set(b)) == len(b):
+        return a, b
+    return list(ids), list(others)
+
+
+def pair_predictions(a: Predictions, b: Predictions) -> tuple[Predictions, bool]:
+    """``b`` in ``a``'s image order. Raises ValueError naming the first image that only one of
+    them scored. Returns the aligned ``b`` and whether it had to be re-ordered."""
+    keys_a, keys_b = _keys(a.ids, b.ids)
+    if keys_a == keys_b:
+        return b, False
+    only_a = [i for i, k in zip(a.ids, keys_a, strict=True) if k not in set(keys_b)]
+    only_b = [i for i, k in zip(b.ids, keys_b, strict=True) if k not in set(keys_a)]
+    if only_a or only_b:
+        first = (
+            f"image {only_a[0]!r} is in A ({a.source}) but not in B ({b.source})"
+            if only_a
+            else f"image {only_b[0]!r} is in B ({b.source}) but not in A ({a.source})"
+        )
+        raise ValueError(
+            f"The two models' predictions are not paired: {first} ({len(only_a)} image(s) only "
+            f"in A, {len(only_b)} only in B). A paired comparison needs both models scored on "
+            "the same images."
+        )
+    position = {k: i for i, k in enumerate(keys_b)}
+    order = [position[k] for k in keys_a]
+    first = next(i for i, j in enumerate(order) if i != j)
+    logger.warning(
+        "The predictions of B (%s) list the same images in another order (first difference: "
+        "row %d is %r in A, %r in B): re-aligned by image id.",
+        b.source,
+        first + 1,
+        a.ids[first],
+        b.ids[first],
+    )
+    aligned = Predictions(list(a.ids), b.names, b.probabilities[order], b.source, b.meta)
+    return aligned, True
+
+
+def align_labels(predictions: Predictions, labels: Labels) -> np.ndarray:
+    """The targets ``(n, k)`` of the predicted images, in their order and the predictions'
+    finding order. Every predicted image needs a label (else ValueError naming it); labelled
+    images without a prediction are left out with a warning."""
+    if missing := [n for n in predictions.names if n not in labels.names]:
+        raise ValueError(
+            f"{predictions.source} has findings {missing} that the labels ({labels.source}) lack."
+        )
+    keys_p, keys_l = _keys(predictions.ids, labels.ids)
+    position = {k: i for i, k in enumerate(keys_l)}
+    for image, key in zip(predictions.ids, keys_p, strict=True):
+        if key not in position:
+            raise ValueError(
+                f"Image {image!r} of {predictions.source} has no label in {labels.source}."
+            )
+    if len(labels.ids) > len(predictions.ids):
+        logger.warning(
+            "%d labelled images of %s have no prediction: comparing on the %d predicted ones.",
+            len(labels.ids) - len(predictions.ids),
+            labels.source,
+            len(predictions.ids),
+        )
+    rows = [position[k] for k in keys_p]
+    columns = [labels.names.index(n) for n in predictions.names]
+    return labels.targets[np.ix_(rows, columns)]
+
+
+def dataset_labels(split) -> Labels:
+    """Labels of a dataset split (multi-label ``labels`` struct, or one-hot ``label`` classes)."""
+    from .data import label_names
+
+    all_names = label_names(split)
+    ids = [str(i) for i in split["image_id"]]
+    if "label" in split.column_names:
+        classes = np.asarray(split["label"], dtype=int)
+        targets = np.eye(len(all_names))[classes]
+    else:
+        rows = split["labels"]
+        targets = np.array([[row[n] for n in all_names] for row in rows], dtype=np.float64)
+        targets = np.where(np.isnan(targets), IGNORE_LABEL, targets)
+    return Labels(ids, list(all_names), targets, "the dataset")
+
+
+def write_predictions_csv(predictions: Predictions, path: Path) -> Path:
+    import pandas as pd
+
+    frame = pd.DataFrame(predictions.probabilities, columns=predictions.names)
+    frame.insert(0, "image_id", predictions.ids)
+    frame.to_csv(path, index=False, float_format="%.8g")
+    return path
+
+
+def write_labels_csv(
+    ids: Sequence[str], names: Sequence[str], targets: np.ndarray, path: Path
+) -> Path:
+    import pandas as pd
+
+    frame = pd.DataFrame(targets.astype(int), columns=list(names))
+    frame.insert(0, "image_id", list(ids))
+    frame.to_csv(path, index=False)
+    return path
