@@ -56,3 +56,74 @@ def problem_type_of(dataset) -> str:
         if "label" in dataset.column_names
         else "multi_label_classification"
     )
+
+
+# Clinical post-processing stored in a classifier's config.json (see ``fold_temperature`` and
+# ``flagged_findings``): fitted on the validation split at the end of fine-tuning.
+POSTPROCESSING_KEYS = ("calibration", "operating_points")
+
+
+def clear_postprocessing(config: Any) -> None:
+    """Drop calibration and operating points inherited from a source checkpoint: they were
+    fitted for other weights, and a new fine-tune fits its own (or none)."""
+    for key in POSTPROCESSING_KEYS:
+        config.__dict__.pop(key, None)
+
+
+def classifier_head(model: Any) -> Any:
+    """The ``nn.Linear`` that outputs the logits: ``classifier`` (ours, BEiT, ViT) or a timm
+    model's ``get_classifier()`` (the DenseNet-121 baseline's ``TimmWrapper``)."""
+    from torch import nn
+
+    head = getattr(model, "classifier", None)
+    if head is None and hasattr(getattr(model, "timm_model", None), "get_classifier"):
+        head = model.timm_model.get_classifier()
+    if not isinstance(head, nn.Linear) or head.out_features != model.config.num_labels:
+        raise ValueError(
+            f"{type(model).__name__} has no Linear head with {model.config.num_labels} outputs "
+            f"(found {type(head).__name__}): cannot fold a temperature into it."
+        )
+    return head
+
+
+def fold_temperature(model: Any, temperatures: dict[str, float]) -> None:
+    """Divide each finding's row of the head (weights and bias) by its temperature, in place:
+    the model then outputs ``logits / T`` itself, so ``pipeline`` and
+    ``AutoModelForImageClassification`` users get calibrated probabilities without our code.
+    Recorded as ``config.calibration`` (method, fitted_on, temperatures per finding)."""
+    import torch
+
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    missing = [n for n in names if n not in temperatures]
+    bad = {n: t for n, t in temperatures.items() if not (t > 0 and t < float("inf"))}
+    if missing or bad:
+        raise ValueError(
+            f"Temperatures must be given for every finding and be positive and finite; "
+            f"missing {missing}, invalid {bad}."
+        )
+    head = classifier_head(model)
+    scale = torch.tensor([1.0 / temperatures[n] for n in names], dtype=torch.float64)
+    with torch.no_grad():
+        head.weight.copy_((head.weight.double() * scale[:, None]).to(head.weight.dtype))
+        if head.bias is not None:
+            head.bias.copy_((head.bias.double() * scale).to(head.bias.dtype))
+    model.config.calibration = {
+        "method": "temperature",
+        "fitted_on": "validation",
+        "temperatures": {n: float(temperatures[n]) for n in names},
+    }
+
+
+def flagged_findings(config: Any, probabilities: dict[str, float]) -> dict[str, bool] | None:
+    """Which findings reach their stored operating point (probability >= threshold), or None
+    when the model has no operating points (single-label models, or fitted without them).
+    Findings without a threshold (undefined on validation) are left out."""
+    points = getattr(config, "operating_points", None)
+    if not points or not points.get("thresholds"):
+        return None
+    thresholds = points["thresholds"]
+    return {
+        name: bool(p >= thresholds[name])
+        for name, p in probabilities.items()
+        if thresholds.get(name) is not None
+    }

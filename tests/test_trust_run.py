@@ -18,7 +18,7 @@ from datasets import Dataset, DatasetDict
 from hub_server import FakeHub
 from recipe_utils import TINY_TRAIN, recipe
 
-import hf_cxr_mae.hub as hub_module
+import hf_cxr_mae.hub_push as hub_push
 from hf_cxr_mae.cli import main as cli
 from hf_cxr_mae.data import recipe_data
 from hf_cxr_mae.training import outputs, run_setup, trainer
@@ -35,6 +35,10 @@ FINAL_FILES = CHECKPOINT_FILES | {
     "metrics.json",
     "all_results.json",
     "example.png",
+    "report.md",  # the test report and its figures
+    "roc.png",
+    "reliability.png",
+    "subgroups.png",
 }
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
 
@@ -129,6 +133,8 @@ def _fail(*args, **kwargs):
 def test_a_failure_after_training_keeps_model_processor_and_card(tmp_path, monkeypatch):
     """Final evaluation raising (any reason): the trained model is already on disk, for all runs."""
     monkeypatch.setattr(outputs, "full_metrics", _fail)
+    # Fine-tuning's first step after the save: validation predictions (post-processing, report).
+    monkeypatch.setattr(trainer.CXRTrainer, "predict", _fail)
     ft = tmp_path / "ft"
     with pytest.raises(RuntimeError, match="planted"):
         run(
@@ -184,12 +190,12 @@ def test_no_file_we_write_holds_the_hub_token(tmp_path, online, monkeypatch, sou
     secret = "hf_FAKEsecretTOKEN0123456789"
     used: list[str | None] = []
 
-    class RecordingApi(hub_module.HfApi):
+    class RecordingApi(hub_push.HfApi):
         def __init__(self, *args, token=None, **kwargs):
             used.append(token or os.environ.get("HF_TOKEN"))
             super().__init__(*args, token=token, **kwargs)
 
-    monkeypatch.setattr(hub_module, "HfApi", RecordingApi)
+    monkeypatch.setattr(hub_push, "HfApi", RecordingApi)
     token_args = ["--hub_token", secret] if source == "flag" else []
     if source == "env":
         monkeypatch.setenv("HF_TOKEN", secret)
@@ -252,12 +258,12 @@ def test_a_failing_push_never_runs_on_the_training_thread(tmp_path, online, monk
     run on a background worker; the training thread only queues the push."""
     calls: list[str] = []
 
-    class RecordingApi(hub_module.HfApi):
+    class RecordingApi(hub_push.HfApi):
         def create_repo(self, *args, **kwargs):
             calls.append(threading.current_thread().name)
             return super().create_repo(*args, **kwargs)
 
-    monkeypatch.setattr(hub_module, "HfApi", RecordingApi)
+    monkeypatch.setattr(hub_push, "HfApi", RecordingApi)
     online(closed_port_endpoint())
     out = tmp_path / "ft"
     with caplog.at_level(logging.INFO):
@@ -282,10 +288,10 @@ def test_pushes_waiting_their_turn_are_coalesced_latest_wins(tmp_path, monkeypat
         pushed.append(commit_message)
         return "url"
 
-    monkeypatch.setattr(hub_module, "push_folder", slow_push)
+    monkeypatch.setattr(hub_push, "push_folder", slow_push)
     folder = tmp_path / "m"
     folder.mkdir()
-    pusher = hub_module.BackgroundPusher("org/x", None, None, 0)
+    pusher = hub_push.BackgroundPusher("org/x", None, None, 0)
     pusher.submit(folder, "first")
     assert started.wait(30)
     pusher.submit(folder, "second")  # waits its turn ...
@@ -299,8 +305,8 @@ def test_pushes_waiting_their_turn_are_coalesced_latest_wins(tmp_path, monkeypat
 
 def test_close_gives_up_waiting_after_its_timeout_and_says_so(tmp_path, monkeypatch, caplog):
     never = threading.Event()
-    monkeypatch.setattr(hub_module, "push_folder", lambda *a, **k: never.wait(60))
-    pusher = hub_module.BackgroundPusher("org/x", None, None, 0)
+    monkeypatch.setattr(hub_push, "push_folder", lambda *a, **k: never.wait(60))
+    pusher = hub_push.BackgroundPusher("org/x", None, None, 0)
     pusher.submit(tmp_path, "stuck")
     with caplog.at_level(logging.WARNING, logger="hf_cxr_mae"):
         assert pusher.close(timeout=0.2) is False
@@ -312,8 +318,8 @@ def test_push_cli_refuses_a_missing_or_empty_folder_at_once(tmp_path, monkeypatc
     def no_network(*args, **kwargs):
         raise AssertionError("contacted the Hub for a folder with nothing to push")
 
-    monkeypatch.setattr(hub_module.HfApi, "create_repo", no_network)
-    monkeypatch.setattr(hub_module.HfApi, "upload_folder", no_network)
+    monkeypatch.setattr(hub_push.HfApi, "create_repo", no_network)
+    monkeypatch.setattr(hub_push.HfApi, "upload_folder", no_network)
     with pytest.raises(SystemExit, match=r"does-not-exist.*(not exist|no such)"):
         cli(["push", str(tmp_path / "does-not-exist"), "org/x"])
     (tmp_path / "cardonly").mkdir()

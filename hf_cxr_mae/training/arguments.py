@@ -66,7 +66,7 @@ class ModelArguments:
 SOURCE_OPTIONS = (
     "image_dir", "uncertainty", "findings", "frontal_only", "views", "validation_size", "csv_file",
     "image_column", "label_column", "label_columns", "label_delimiter", "labeler", "class_names",
-    "check_images", "on_bad", "protocol", "split_files",
+    "check_images", "on_bad", "protocol", "split_files", "metadata_columns",
 )  # fmt: skip
 
 
@@ -137,6 +137,13 @@ class DataArguments:
     label_delimiter: str | None = field(
         default=None, metadata={"help": "csv: delimiter of --label_column."}
     )
+    metadata_columns: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "csv: columns kept for subgroup analysis; Sex/Gender and Age (or "
+            "'sex=COLUMN', 'age=COLUMN') become the normalised sex and age columns."
+        },
+    )
     labeler: str | None = field(default=None, metadata={"help": "mimic_cxr: chexpert or negbio."})
     class_names: list[str] | None = field(default=None, metadata={"help": "covidx: class order."})
     check_images: str | None = field(
@@ -203,7 +210,7 @@ class DataArguments:
             raise ValueError(
                 f"--split_files names the splits of one --dataset; got datasets {self.dataset}."
             )
-        for option in ("protocol", "split_files"):
+        for option in ("protocol", "split_files", "metadata_columns"):
             if getattr(self, option) is not None:
                 _check_taken(option, self.dataset or [])
         if self.crop_min_scale is not None and not 0 < self.crop_min_scale <= 1:
@@ -413,6 +420,41 @@ class FinetuneArguments(CXRTrainingArguments):
         default=True, metadata={"help": "Higher mAUC is better."}
     )
     logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
+    operating_point: str = field(
+        default="youden",
+        metadata={
+            "help": "Per-finding thresholds chosen on the VALIDATION split after training, saved "
+            "in config.json (multi-label): 'youden' (Youden's J), 'sensitivity' or 'specificity' "
+            "(the threshold reaching --operating_target of it), or 'none'."
+        },
+    )
+    operating_target: float = field(
+        default=0.9,
+        metadata={"help": "Target sensitivity / specificity of --operating_point (0 < t < 1)."},
+    )
+    temperature_scaling: bool = field(
+        default=False,
+        metadata={
+            "help": "Fit a temperature on the validation split (per finding multi-label, one "
+            "single-label) and fold it into the head: saved probabilities are calibrated."
+        },
+    )
+    bootstrap_resamples: int = field(
+        default=1000,
+        metadata={"help": "Bootstrap resamples for the test report's 95%% intervals."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.operating_point not in ("youden", "sensitivity", "specificity", "none"):
+            raise ValueError(
+                "--operating_point must be 'youden', 'sensitivity', 'specificity' or 'none', "
+                f"got {self.operating_point!r}."
+            )
+        if not 0 < self.operating_target < 1:
+            raise ValueError(f"--operating_target must be in (0, 1), got {self.operating_target}.")
+        if self.bootstrap_resamples < 0:
+            raise ValueError(f"--bootstrap_resamples must be >= 0, got {self.bootstrap_resamples}.")
+        super().__post_init__()
 
 
 @dataclass
@@ -432,6 +474,20 @@ class LinprobeArguments(FinetuneArguments):
     layer_decay: float | None = field(
         default=None, metadata={"help": "Unused: only the head trains."}
     )
+    operating_point: str = field(
+        default="none",
+        metadata={"help": "Not available: fine-tune for thresholds stored with the model."},
+    )
+
+    def __post_init__(self) -> None:
+        # A probe measures the encoder; its folded copy is what is saved, so thresholds or
+        # temperatures fitted on the probe would be silently dropped: refuse them instead.
+        if self.operating_point != "none" or self.temperature_scaling:
+            raise ValueError(
+                "--operating_point and --temperature_scaling are fine-tuning options: a linear "
+                "probe measures the encoder and stores no thresholds or temperatures."
+            )
+        super().__post_init__()
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """Evaluating a classifier on one split, top to bottom: arguments checked, model, data,
-transforms (optionally ten-crop), prediction, the report (metrics.json, roc.png, report.md)."""
+transforms (optionally ten-crop), prediction, the report (metrics.json, roc.png, report.md with
+calibration, the stored operating points and subgroups); and the test report that ends a
+fine-tuning run."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict
+import numpy as np
+from datasets import Dataset, DatasetDict
 from transformers import AutoModelForImageClassification
 
 from .. import reports
@@ -25,6 +28,9 @@ from ..data.transforms import (
 )
 from ..inference import TenCrop
 from ..processing import data_settings, problem_type_of
+from ..reports import metadata_groups, write_metrics_json
+from .outputs import skipped_test
+from .postprocess import logits_of
 from .run_setup import setup_logging
 from .trainer import CXRTrainer
 
@@ -49,6 +55,66 @@ def check_same_validation(model_path: str, data_args, training_args) -> None:
             f"{', '.join(f'{k} {v!r}' for k, v in now.items())}): the validation split is carved "
             f"with those, so pass them too, or the 'validation' images include training images."
         )
+
+
+def labels_in_row_order(dataset: Dataset, names: list[str], problem_type: str) -> np.ndarray:
+    """The dataset's labels as the Trainer returns them (class indices, or multi-hot rows in
+    ``names`` order), read from Arrow without touching the images."""
+    column = "label" if problem_type == "single_label_classification" else "labels"
+    values = dataset.select_columns([column]).with_format("arrow")[:][column].to_pylist()
+    if column == "label":
+        return np.asarray(values, dtype=np.float64)
+    return np.asarray([[row[n] for n in names] for row in values], dtype=np.float64)
+
+
+def check_row_order(label_ids: np.ndarray, dataset: Dataset, names: list[str], problem_type: str):
+    """Predictions must come back in the dataset's row order, or subgroups (read from the
+    dataset's metadata columns) would be paired with other images' predictions. The labels the
+    Trainer returned with them are compared with the dataset's own, row by row."""
+    expected = labels_in_row_order(dataset, names, problem_type)
+    got = np.asarray(label_ids, dtype=np.float64)
+    if got.size == expected.size:
+        got = got.reshape(expected.shape)
+    if got.shape != expected.shape or not np.array_equal(got, expected):
+        rows = (
+            np.flatnonzero((got != expected).reshape(len(expected), -1).any(-1))[:5].tolist()
+            if got.shape == expected.shape
+            else []
+        )
+        raise RuntimeError(
+            f"The predictions' labels differ from the dataset's (first rows {rows}, shapes "
+            f"{got.shape} vs {expected.shape}): they are not in row order, so subgroups cannot "
+            "be paired with them."
+        )
+
+
+def write_test_report(
+    trainer, splits: dict, data: DatasetDict, names: list[str], problem_type: str,
+    had_test: bool, metrics: dict, fitted: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The end of fine-tuning: the test split predicted once with the model chosen (and
+    post-processed) on validation, its metrics into ``metrics`` and the full report (metrics.json
+    with intervals, calibration, the stored operating points and subgroups; report.md and its
+    figures); without test images, a metrics.json that says there was no test evaluation."""
+    args = trainer.args
+    if "test" not in splits:
+        report = skipped_test(had_test)
+        if trainer.is_world_process_zero():
+            write_metrics_json(args.output_dir, report)
+        return report
+    prediction = trainer.predict(splits["test"], metric_key_prefix="test")
+    metrics.update(prediction.metrics)
+    trainer.log(prediction.metrics)
+    check_row_order(prediction.label_ids, data["test"], names, problem_type)
+    report: dict[str, Any] = {"split": "test"}
+    if trainer.is_world_process_zero():
+        report = reports.write_report(
+            args.output_dir, logits_of(prediction), prediction.label_ids, names, "test",
+            problem_type, n_resamples=args.bootstrap_resamples, seed=args.seed,
+            extra={"fitted_on_validation": fitted} if fitted else None,
+            groups=metadata_groups(data["test"]), config=trainer.model.config,
+        )  # fmt: skip
+    return report
 
 
 def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
@@ -84,13 +150,15 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
         evaluated, batches = model, collator(settings, data_args)
     trainer = CXRTrainer(model=evaluated, args=training_args, data_collator=batches)
     prediction = trainer.predict(dataset, metric_key_prefix="predict")
+    check_row_order(prediction.label_ids, dataset, names, problem_type)
 
     report: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         extra = {"model": str(model_args.model_name_or_path), "tta": training_args.tta or None}
         report = reports.write_report(
-            training_args.output_dir, prediction.predictions, prediction.label_ids, names, split, problem_type,
-            n_resamples=training_args.bootstrap_resamples, seed=training_args.seed, extra=extra,
+            training_args.output_dir, logits_of(prediction), prediction.label_ids, names, split,
+            problem_type, n_resamples=training_args.bootstrap_resamples, seed=training_args.seed,
+            extra=extra, groups=metadata_groups(dataset), config=model.config,
         )  # fmt: skip
         logger.info(
             "mAUC %s on %s (%d images) -> %s",

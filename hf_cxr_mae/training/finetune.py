@@ -1,5 +1,6 @@
 """Fine-tuning a classifier, top to bottom: arguments and checkpoint checked, data, model,
-transforms, Trainer, train, save, evaluate (validation, then test once), publish."""
+transforms, Trainer, train, save, evaluate on validation, fit temperature scaling and operating
+points there (never on test) and save again, evaluate test once, publish."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from ..data.recipe_data import (
     truncate_splits,
 )
 from ..data.transforms import create_transform
-from ..hub import take_push
+from ..hub_push import take_push
 from ..modeling import build_classifier, check_source_checkpoint
-from ..processing import build_image_processor, data_settings
+from ..processing import build_image_processor, clear_postprocessing, data_settings
+from .evaluation import write_test_report
 from .metrics import compute_metrics_fn
-from .outputs import finish, run_card, save_outputs, write_test_metrics
+from .outputs import finish, run_card, save_outputs
+from .postprocess import fit_on_validation, resave_model, warn_nothing_fitted
 from .resume import resolve_checkpoint, run_settings
 from .run_setup import (
     classification_data,
@@ -40,6 +43,7 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     data, had_test, names, problem_type = classification_data(data_args, training_args)
 
     model = build_classifier(model_args, names, problem_type, training_args.layer_decay)
+    clear_postprocessing(model.config)  # a source classifier's thresholds are not this model's
     if model_args.architecture == "vit":
         use_fast_attention(model)
     if model.config.num_labels != len(names):
@@ -89,8 +93,20 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     arg_objects = (model_args, data_args, training_args)
     save_outputs(trainer, None, processor, card, arg_objects)
     metrics: dict[str, Any] = dict(result.metrics)
+    fitted: dict[str, Any] = {}
     if "validation" in splits:
-        metrics.update(trainer.evaluate(splits["validation"], metric_key_prefix="eval"))
-    card.report = write_test_metrics(trainer, splits, names, problem_type, had_test, metrics)
+        validation = trainer.predict(splits["validation"], metric_key_prefix="eval")
+        metrics.update(validation.metrics)
+        trainer.log(validation.metrics)
+        fitted = fit_on_validation(
+            trainer, splits["validation"], validation, names, problem_type, training_args
+        )
+        if fitted:
+            resave_model(trainer, weights="temperature_scaling" in fitted)
+    else:
+        warn_nothing_fitted(training_args, problem_type)
+    card.report = write_test_report(
+        trainer, splits, data, names, problem_type, had_test, metrics, fitted
+    )
     finish(trainer, metrics, card, arg_objects, pusher)
     return metrics

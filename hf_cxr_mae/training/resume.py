@@ -27,6 +27,8 @@ _RESUME_MAY_CHANGE = {
     "pixel_cache", "cache_dir", "preprocessing_num_workers", "report_to", "disable_tqdm",
     "preview_steps", "push_retries", "push_timeout", "push_to_hub", "hub_model_id",
     "hub_strategy", "hub_private_repo", "hub_token", "hub_always_push", "hub_revision",
+    # Fitted after training, on its final model: no bearing on the weights trained.
+    "operating_point", "operating_target", "temperature_scaling", "bootstrap_resamples",
 }  # fmt: skip
 
 
