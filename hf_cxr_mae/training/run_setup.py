@@ -1,10 +1,12 @@
-"""Setting a run up: logging, the Trainer settings that follow from the data (no validation
-split, an undefined validation mAUC) and the per-save push."""
+"""Setting a run up: logging and the experiment trackers, the Trainer settings that follow from
+the data (no validation split, an undefined validation mAUC) and the per-save push."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
+from pathlib import Path
 
 import datasets
 import transformers
@@ -12,7 +14,7 @@ from datasets import DatasetDict
 
 from ..data import label_names
 from ..data.recipe_data import drop_empty_splits, load_labelled_data, source_name
-from ..hub import BackgroundPusher
+from ..hub_push import BackgroundPusher
 from ..processing import problem_type_of
 from .trainer import HubPushCallback
 
@@ -20,6 +22,7 @@ logger = logging.getLogger("hf_cxr_mae")
 
 
 def setup_logging(training_args) -> None:
+    """Console logging for this process, then the experiment trackers (``setup_trackers``)."""
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
@@ -35,6 +38,53 @@ def setup_logging(training_args) -> None:
     logging.getLogger("hf_cxr_mae.data").setLevel(ours)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
+    setup_trackers(training_args)
+
+
+# The trackers this package documents, with the extra that installs each.
+TRACKER_EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio"}
+PROJECT = "hf-cxr-mae"
+
+
+def setup_trackers(training_args) -> None:
+    """Check the ``--report_to`` trackers (one, or several comma-separated) before any data is
+    read, and name the run for them.
+
+    An unknown name, or TensorBoard / trackio not installed, is refused here with the fix, not
+    after minutes of data loading when the Trainer builds its callbacks. The run is named after
+    ``output_dir`` unless ``--run_name`` says otherwise (trackio re-opens the run by name for the
+    metrics logged after training; unnamed, they would land in a second, randomly named run) by
+    its folder's name only (trackio files a run's images under its name: a path would put them
+    outside trackio's folder), and trackio's project is ``hf-cxr-mae`` unless ``--project``
+    names another.
+    """
+    from transformers.integrations import integration_utils as hf_trackers
+
+    known = hf_trackers.INTEGRATION_TO_CALLBACK
+    # The command line gives one string: `--report_to tensorboard,trackio` names several.
+    names = [n.strip() for entry in training_args.report_to or [] for n in entry.split(",")]
+    training_args.report_to = [n for n in names if n and n != "none"]
+    if "all" in training_args.report_to:
+        training_args.report_to = hf_trackers.get_available_reporting_integrations()
+    for name in training_args.report_to:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"--report_to {name!r} is not a tracker transformers knows ({', '.join(known)}, "
+                f"'all' or 'none').{hint}"
+            )
+        extra = TRACKER_EXTRAS.get(name)
+        if extra and not getattr(hf_trackers, f"is_{name}_available")():
+            raise ImportError(
+                f"--report_to {name} needs the {name} package, which is not installed: "
+                f"pip install 'hf-cxr-mae[{extra}]' (or pass --report_to none)."
+            )
+    if training_args.run_name is None and training_args.output_dir:
+        training_args.run_name = Path(training_args.output_dir).resolve().name
+    default_project = transformers.TrainingArguments.__dataclass_fields__["project"].default
+    if training_args.project == default_project:
+        training_args.project = PROJECT
 
 
 def push_callbacks(pusher: BackgroundPusher | None, training_args) -> list:

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -19,6 +19,9 @@ from ..checkpoint_files import checkpoint_problem
 from ..modeling import classification_loss
 from .optim import layer_decay_param_groups
 from .schedule import warmup_cosine_scheduler
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class CXRTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._last_log = (time.perf_counter(), 0)
         self.add_callback(_ThroughputClock(self))
+        _connect_previews(self.callback_handler)
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:
@@ -201,7 +205,7 @@ RUN_SETTINGS = "run_settings.json"
 
 class RunSettingsCallback(TrainerCallback):
     """Writes the settings that define the run (``run_settings.json``) into each checkpoint, so
-    a resume can tell whether it continues the same run (see ``runs.check_same_run``)."""
+    a resume can tell whether it continues the same run (see ``resume.check_same_run``)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
@@ -229,9 +233,16 @@ class HubPushCallback(TrainerCallback):
             )
 
 
+PREVIEW_TAG = "train/reconstruction"
+
+
 class ReconstructionPreviewCallback(TrainerCallback):
-    """Writes original / masked / reconstruction grids of fixed images as PNG (and to TensorBoard
-    when it reports there) every ``every`` steps (0: at each checkpoint) and at the end."""
+    """Writes original / masked / reconstruction grids of fixed images as PNG every ``every``
+    steps (0: at each checkpoint) and at the end, and sends each grid to the experiment trackers
+    the run reports to (TensorBoard, trackio) under ``PREVIEW_TAG`` at its global step.
+
+    ``CXRTrainer`` hands it the trackers' callbacks (``trackers``); with a plain ``Trainer`` it
+    writes the PNGs only."""
 
     def __init__(
         self,
@@ -244,9 +255,14 @@ class ReconstructionPreviewCallback(TrainerCallback):
         # Each image's (mean, std) when sources are normalised differently; None: the model's.
         self.normalization = normalization
         self.folder = Path(output_dir) / "previews"
+        self.trackers: list[TrainerCallback] = []
+        self._written_step: int | None = None
 
     def _write(self, args, state, model) -> None:
+        # One grid per step: the last step's save and the end of training would repeat it.
         if not state.is_world_process_zero or model is None:
+            return
+        if state.global_step == self._written_step:
             return
         from ..visualization import reconstruction_grid
 
@@ -256,15 +272,8 @@ class ReconstructionPreviewCallback(TrainerCallback):
         )
         self.folder.mkdir(parents=True, exist_ok=True)
         grid.save(self.folder / f"step-{state.global_step:07d}.png")
-        if "tensorboard" in (args.report_to or []):
-            try:
-                import numpy as np
-                from torch.utils.tensorboard import SummaryWriter
-
-                with SummaryWriter(args.logging_dir) as writer:
-                    writer.add_image("reconstruction", np.asarray(grid)[None], state.global_step)
-            except ImportError:
-                pass
+        self._written_step = state.global_step
+        report_image(self.trackers, PREVIEW_TAG, grid, state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every and state.global_step % self.every == 0:
@@ -276,3 +285,43 @@ class ReconstructionPreviewCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._write(args, state, model)
+
+
+def report_image(
+    trackers: Sequence[TrainerCallback], tag: str, image: Image.Image, step: int
+) -> None:
+    """Send a PIL image to the trackers among ``trackers`` that are open: TensorBoard's writer
+    (``add_image`` at ``step``) and trackio's current run (a ``trackio.Image`` beside
+    ``train/global_step``, the step axis the Trainer's trackio logs use)."""
+    import numpy as np
+    from transformers.integrations import TensorBoardCallback, TrackioCallback
+
+    for tracker in trackers:
+        if isinstance(tracker, TensorBoardCallback) and tracker.tb_writer is not None:
+            pixels = np.asarray(image.convert("RGB"))
+            tracker.tb_writer.add_image(tag, pixels, step, dataformats="HWC")
+            tracker.tb_writer.flush()
+        elif isinstance(tracker, TrackioCallback):
+            import trackio
+
+            if trackio.context_vars.current_run.get() is not None:
+                media = trackio.Image(image, caption=f"step {step}")
+                trackio.log({tag: media, "train/global_step": step})
+
+
+def _connect_previews(handler) -> None:
+    """Give each preview callback the run's tracker callbacks, and run it before them: the
+    trackers close at the end of training (TensorBoard's writer, trackio's run), so the final
+    grid, written at ``on_train_end`` too, must reach them first."""
+    from transformers.integrations import TensorBoardCallback, TrackioCallback
+
+    callbacks = handler.callbacks
+    trackers = [c for c in callbacks if isinstance(c, (TensorBoardCallback, TrackioCallback))]
+    previews = [c for c in callbacks if isinstance(c, ReconstructionPreviewCallback)]
+    if not previews or not trackers:
+        return
+    for preview in previews:
+        preview.trackers = trackers
+    rest = [c for c in callbacks if c not in previews]
+    first = rest.index(trackers[0])
+    handler.callbacks[:] = rest[:first] + previews + rest[first:]
