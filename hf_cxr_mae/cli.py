@@ -103,15 +103,46 @@ def add_cache_command(subparsers: Subparsers) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
-    """Probabilities per finding for images (PNG, JPEG, DICOM, folders), optional heatmaps."""
-    from .predict import collect_images, load_classifier, predict_files, write_heatmaps
+    """Probabilities per finding for images (PNG, JPEG, DICOM, folders), optional heatmaps; with
+    --output, a CSV / JSON lines file written batch by batch (a rerun skips what it holds)."""
+    from .predict import (
+        collect_images,
+        is_onnx,
+        load_model,
+        predict_files,
+        predict_to_file,
+        write_heatmaps,
+    )
 
-    model = load_classifier(args.model)
+    model = load_model(args.model, args.backend)
+    if args.heatmap and is_onnx(model):
+        raise SystemExit(
+            "predict: --heatmap needs the PyTorch model (Grad-CAM takes gradients); an ONNX "
+            "graph gives probabilities only. Use --backend torch with a model folder."
+        )
     paths = collect_images(args.images)
     if not paths:
         raise SystemExit("No images found.")
+    if args.output:
+        predicted, failed, skipped = predict_to_file(
+            model,
+            paths,
+            args.output,
+            batch_size=args.batch_size,
+            fast=not args.no_fast,
+            num_workers=args.num_workers,
+        )
+        print(
+            f"{predicted} predicted, {failed} unreadable (listed with their error), {skipped} "
+            f"already in {args.output}"
+        )
+        return
     results, failures = predict_files(
-        model, paths, batch_size=args.batch_size, fast=not args.no_fast
+        model,
+        paths,
+        batch_size=args.batch_size,
+        fast=not args.no_fast,
+        num_workers=args.num_workers or 0,
     )
     if args.heatmap:
         for result in results:
@@ -123,6 +154,7 @@ def predict(args: argparse.Namespace) -> None:
             {
                 "path": result.path,
                 "probabilities": result.probabilities,
+                **({"flagged": result.flagged} if result.flagged is not None else {}),
                 **({"heatmaps": result.heatmaps} if result.heatmaps else {}),
             }
             for result in results
@@ -136,9 +168,12 @@ def predict(args: argparse.Namespace) -> None:
             print(f"\n{result.path}")
             ranked = sorted(result.probabilities.items(), key=lambda item: -item[1])
             for name, value in ranked:
-                print(f"  {name:<{width}}  {value:.3f}")
+                mark = "  flagged" if (result.flagged or {}).get(name) else ""
+                print(f"  {name:<{width}}  {value:.3f}{mark}")
             for path in result.heatmaps:
                 print(f"  heatmap: {path}")
+        if any(result.flagged is not None for result in results):
+            print("\nflagged: at or above the operating point stored with the model.")
         if args.heatmap:
             print("\nHeatmaps: Grad-CAM on the output tokens of the last transformer block.")
     if failures:
@@ -152,23 +187,111 @@ def add_predict_command(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="probabilities per finding for X-ray files (PNG, JPEG, DICOM, folders)"
     )
-    parser.add_argument("--model", required=True, help="classifier folder or Hub id")
+    parser.add_argument(
+        "--model", required=True, help="classifier folder, Hub id or exported ONNX folder"
+    )
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto: ONNX Runtime for a folder with an onnx/ export and no PyTorch weights",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print JSON: path and finding -> probability per image"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="write a CSV (or .jsonl) batch by batch instead of printing; a rerun skips the "
+        "images it already holds",
     )
     parser.add_argument(
         "--heatmap",
         default=None,
         metavar="OUT_DIR",
-        help="write Grad-CAM overlays for the top findings",
+        help="write Grad-CAM overlays for the top findings (PyTorch backend only)",
     )
     parser.add_argument("--heatmap_top", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=None,
+        help="processes decoding images while the model runs (default with --output: CPUs, at "
+        "most 4; else 0)",
+    )
+    parser.add_argument(
         "--no_fast", action="store_true", help="run in fp32 instead of the bf16 fast path"
     )
     parser.set_defaults(func=predict)
+
+
+def export(args: argparse.Namespace) -> None:
+    """An ONNX graph of a classifier (fp32, or int8), checked against PyTorch before writing."""
+    from .export import dataset_pixels, export_onnx
+    from .predict import load_classifier
+
+    try:
+        model = load_classifier(args.model)
+        calibration, source = None, "synthetic chest pictures"
+        if args.calibration:
+            calibration = dataset_pixels(
+                args.calibration,
+                args.data_dir,
+                model.config,
+                args.calibration_samples,
+                _parse_options(args.option),
+            )
+            source = f"{args.calibration} images"
+        elif args.int8 == "static":
+            raise ValueError(
+                "--int8 static calibrates on X-rays: name them with --calibration DATASET "
+                "--data_dir DIR."
+            )
+        path = export_onnx(
+            args.model,
+            args.output_dir,
+            int8=args.int8,
+            calibration=calibration,
+            image_source=source,
+            tolerance=args.tolerance,
+            progress=print,
+        )
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        raise SystemExit(f"export: {err}") from err
+    print(f"wrote {path} (and config, image processor, card in {args.output_dir})")
+
+
+def add_export_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="ONNX graph of a classifier (fp32 or int8), checked against PyTorch before writing",
+    )
+    parser.add_argument("model", help="classifier folder or Hub id")
+    parser.add_argument("output_dir", type=Path, help="folder: onnx/, config, processor, card")
+    parser.add_argument("--int8", choices=["dynamic", "static"], default=None)
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="DATASET",
+        help="a load_cxr_dataset source (nih14, csv, imagefolder, ...): static int8 fits its "
+        "activation ranges on these images; every graph is checked on a held-out part",
+    )
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--calibration_samples", type=int, default=256)
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="refuse beyond this: max |probability difference| for int8 (default 0.05), max "
+        "|logit difference| per unit of the largest logit for fp32 (default 1e-4)",
+    )
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a dataset option"
+    )
+    parser.set_defaults(func=export)
 
 
 def reconstruct(args: argparse.Namespace) -> None:
@@ -238,7 +361,7 @@ def add_convert_command(subparsers: Subparsers) -> None:
 def push(args: argparse.Namespace) -> None:
     """Upload a model folder to the Hub (with retries); exit code 1 when it could not. A folder
     that does not exist or holds no model files is refused at once, before any network call."""
-    from .hub import check_push_folder, push_folder
+    from .hub_push import check_push_folder, push_folder
 
     try:
         check_push_folder(args.folder)
@@ -272,7 +395,7 @@ def demo(args: argparse.Namespace) -> None:
     """The research demo in the browser."""
     from .demo_app import launch
 
-    launch(args.model, args.mae, args.host, args.port)
+    launch(args.model, args.mae, args.host, args.port, backend=args.backend)
 
 
 def add_demo_command(subparsers: Subparsers) -> None:
@@ -283,13 +406,19 @@ def add_demo_command(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="as predict's; an ONNX model shows no heatmap (Grad-CAM needs PyTorch)",
+    )
     parser.set_defaults(func=demo)
 
 
 def evaluate(args: argparse.Namespace) -> None:
     """The evaluation report of a classifier, as the evaluation recipe makes it."""
     from .training import DataArguments, EvaluateArguments, ModelArguments, parse_recipe_args
-    from .training.runs import run_evaluate
+    from .training.evaluation import run_evaluate
 
     arguments = (ModelArguments, DataArguments, EvaluateArguments)
     run_evaluate(*parse_recipe_args(arguments, args.recipe_flags))
@@ -306,6 +435,92 @@ def add_evaluate_command(subparsers: Subparsers) -> None:
     parser.set_defaults(func=evaluate, recipe_flags=[])
 
 
+def compare(args: argparse.Namespace) -> None:
+    """Paired comparison of two classifiers: AUROC differences, DeLong p-values, a figure."""
+    from .compare import run_compare
+
+    options = {k: getattr(args, k) for k in DATASET_OPTIONS if getattr(args, k) is not None}
+    models = [m for m in (args.model_a, args.model_b) if m is not None]
+    predictions = [p for p in (args.predictions_a, args.predictions_b) if p is not None]
+    try:
+        result = run_compare(
+            args.output_dir,
+            models=models,
+            predictions=predictions,
+            labels_file=args.labels,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            split=args.split,
+            options=options,
+            max_eval_samples=args.max_eval_samples,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            n_resamples=args.bootstrap_resamples,
+            seed=args.seed,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise SystemExit(f"compare: {err}") from err
+    mean = result["mean"]
+    if mean["difference"] is not None:
+        lo, hi = mean["ci95"] or (float("nan"), float("nan"))
+        print(
+            f"mean AUROC A {mean['auroc_a']:.4f}  B {mean['auroc_b']:.4f}  difference "
+            f"{mean['difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] (paired bootstrap)"
+        )
+    print(f"wrote compare.json, compare.md, compare.png to {args.output_dir}")
+
+
+# load_cxr_dataset options the compare command takes, as evaluate does (str unless typed here).
+DATASET_OPTIONS: dict[str, dict[str, object]] = {
+    "image_dir": {}, "uncertainty": {}, "findings": {}, "csv_file": {}, "image_column": {},
+    "label_column": {}, "label_delimiter": {}, "labeler": {}, "check_images": {}, "on_bad": {},
+    "protocol": {}, "split_files": {},
+    "frontal_only": {"type": lambda v: {"true": True, "false": False}[v.lower()]},
+    "validation_size": {"type": lambda v: int(v) if v.isdigit() else float(v)},
+    "views": {"nargs": "+"}, "label_columns": {"nargs": "+"}, "class_names": {"nargs": "+"},
+    "metadata_columns": {"nargs": "+"},
+}  # fmt: skip
+
+
+def add_compare_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="paired comparison of two classifiers on one test set (DeLong test, bootstrap)",
+        description="Per-finding and mean AUROC of two models on the same images, their "
+        "difference with a 95% interval and DeLong's p-value (mean: paired bootstrap), a paired "
+        "bootstrap check and a figure: compare.json, compare.md, compare.png in --output_dir. "
+        "Give two model folders / Hub ids with --dataset/--data_dir/--split, or "
+        "--predictions_a/--predictions_b files with --labels or --dataset.",
+    )
+    parser.add_argument("model_a", nargs="?", help="classifier folder or Hub id (A)")
+    parser.add_argument("model_b", nargs="?", help="classifier folder or Hub id (B)")
+    parser.add_argument(
+        "--predictions_a", default=None, help="A's predictions: predict's CSV, .jsonl or --json"
+    )
+    parser.add_argument(
+        "--predictions_b", default=None, help="B's predictions, the same images as A's"
+    )
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="labels CSV: image_id (or path) + one 0/1/-1 column per finding",
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="nih14, chexpert, mimic_cxr, covidx, csv, imagefolder"
+    )
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--split", default="test")
+    for name, spec in DATASET_OPTIONS.items():
+        parser.add_argument(f"--{name}", default=None, **spec, help="a load_cxr_dataset option")
+    parser.add_argument("--max_eval_samples", type=int, default=None)
+    parser.add_argument("--output_dir", required=True, type=Path)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--num_workers", type=int, default=0, help="image-reading processes")
+    parser.add_argument("--bootstrap_resamples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    parser.set_defaults(func=compare)
+
+
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     add_cache_command,
     add_predict_command,
@@ -314,6 +529,8 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     add_push_command,
     add_demo_command,
     add_evaluate_command,
+    add_export_command,
+    add_compare_command,
 )
 
 

@@ -37,6 +37,13 @@ DEMO_NOTICE = (
 )
 
 
+FLAG = "⚑"
+ONNX_NOTE = (
+    "No heatmap: this model runs as an ONNX graph (ONNX Runtime), which gives probabilities "
+    "only; Grad-CAM needs the PyTorch checkpoint."
+)
+
+
 class UploadRefused(ValueError):
     """An upload the page will not analyse; the message is shown as it is."""
 
@@ -89,14 +96,15 @@ def trained_on_demo_data(model_id: str | PathLike) -> bool:
 class Analyzer:
     """Loads the models once; ``analyze`` turns one uploaded file into what the page shows."""
 
-    def __init__(self, model_id: str, mae_id: str | None = None) -> None:
+    def __init__(self, model_id: str, mae_id: str | None = None, backend: str = "auto") -> None:
         from .inference import fast_classifier
-        from .predict import load_classifier
+        from .predict import is_onnx, load_model
         from .processing import data_settings
 
-        self.model = load_classifier(model_id)
+        self.model = load_model(model_id, backend)
+        self.onnx = is_onnx(self.model)  # ONNX Runtime: probabilities, no Grad-CAM (no gradients)
         self.settings = data_settings(self.model)
-        self.fast = fast_classifier(self.model)
+        self.fast = self.model if self.onnx else fast_classifier(self.model)
         self.names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         self.demo_data = trained_on_demo_data(model_id)
         self.mae = None
@@ -143,15 +151,28 @@ class Analyzer:
             if self.model.config.problem_type == "single_label_classification"
             else logits.sigmoid()
         )
+        from .processing import flagged_findings
+
         scores = {name: float(p) for name, p in zip(self.names, probs, strict=True)}
         top = max(scores, key=scores.get)
-        heat = heatmap_overlay(
-            image, grad_cam(self.model, pixels, self.names.index(top)), self.settings
-        )
+        flagged = flagged_findings(self.model.config, scores)
+        if flagged is not None:  # the label shows the mark next to the finding's name
+            scores = {(f"{n} {FLAG}" if flagged.get(n) else n): p for n, p in scores.items()}
+        if self.onnx:
+            heat, heat_note = None, ONNX_NOTE
+        else:
+            cam = grad_cam(self.model, pixels, self.names.index(top))
+            heat = heatmap_overlay(image, cam, self.settings)
+            heat_note = f"Heatmap: Grad-CAM for **{top}** (last transformer block)."
         recon = None
         if self.mae is not None:
             recon = self.reconstruction(image, mask_ratio)
-        status = f"Heatmap: Grad-CAM for **{top}** (last transformer block). Image {image.width}x{image.height}."
+        status = f"{heat_note} Image {image.width}x{image.height}."
+        if flagged is not None:
+            marked = [n for n, f in flagged.items() if f]
+            status += f"\n\n{FLAG} flagged (at or above the model's stored operating point): " + (
+                ", ".join(marked) if marked else "none"
+            )
         if self.demo_data:
             status = f"{DEMO_NOTICE}\n\n{status}"
         return scores, heat, recon, status
@@ -188,13 +209,13 @@ def synthetic_examples(folder: Path, count: int = 2) -> list[str]:
     return paths
 
 
-def build_demo(model_id: str, mae_id: str | None = None):
-    """The Gradio Blocks app."""
+def build_demo(model_id: str, mae_id: str | None = None, backend: str = "auto"):
+    """The Gradio Blocks app (``backend``: as ``predict``'s; ONNX shows no heatmap, said so)."""
     import tempfile
 
     import gradio as gr
 
-    analyzer = Analyzer(model_id, mae_id)
+    analyzer = Analyzer(model_id, mae_id, backend)
     with gr.Blocks(title="hf-cxr-mae chest X-ray demo") as demo:
         gr.Markdown("# Chest X-ray findings with a masked-autoencoder ViT\n" + DISCLAIMER)
         with gr.Row():
@@ -228,7 +249,14 @@ def build_demo(model_id: str, mae_id: str | None = None):
                 )
                 if analyzer.demo_data:
                     gr.Markdown(DEMO_NOTICE, elem_id="demo-notice")
-                heatmap = gr.Image(label="Heatmap (top finding)", type="pil", elem_id="heatmap")
+                heatmap = gr.Image(
+                    label="Heatmap (top finding)",
+                    type="pil",
+                    elem_id="heatmap",
+                    visible=not analyzer.onnx,
+                )
+                if analyzer.onnx:
+                    gr.Markdown(ONNX_NOTE, elem_id="onnx-notice")
         recon = gr.Image(
             label="MAE reconstruction: original | masked | reconstruction | visible + recon.",
             type="pil",
@@ -242,6 +270,12 @@ def build_demo(model_id: str, mae_id: str | None = None):
 
 
 def launch(
-    model_id: str, mae_id: str | None = None, host: str = "127.0.0.1", port: int = 7860
+    model_id: str,
+    mae_id: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    backend: str = "auto",
 ) -> None:
-    build_demo(model_id, mae_id).launch(server_name=host, server_port=port, show_error=True)
+    build_demo(model_id, mae_id, backend).launch(
+        server_name=host, server_port=port, show_error=True
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +27,10 @@ class Prediction:
     path: str
     probabilities: dict[str, float]
     heatmaps: list[str] = field(default_factory=list)
+    flagged: dict[str, bool] | None = None  # findings at or above their stored operating point
+
+
+BACKENDS = ("auto", "torch", "onnx")
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -66,6 +73,29 @@ def load_classifier(model_name_or_path: str):
     return AutoModelForImageClassification.from_pretrained(model_name_or_path).eval()
 
 
+def load_model(model_name_or_path: str, backend: str = "auto"):
+    """The classifier to predict with: a PyTorch model (``load_classifier``) or an exported ONNX
+    folder run by ONNX Runtime (``export.OnnxClassifier``). ``auto``: ONNX for a folder holding
+    an ``onnx/`` export and no PyTorch weights, PyTorch otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "auto":
+        from .export import is_onnx_folder
+
+        backend = "onnx" if is_onnx_folder(model_name_or_path) else "torch"
+    if backend == "onnx":
+        from .export import OnnxClassifier
+
+        return OnnxClassifier(model_name_or_path)
+    return load_classifier(model_name_or_path)
+
+
+def is_onnx(model) -> bool:
+    from .export import OnnxClassifier
+
+    return isinstance(model, OnnxClassifier)
+
+
 def _settings(model):
     from .processing import data_settings
 
@@ -76,35 +106,198 @@ def _probabilities(logits: torch.Tensor, problem_type: str | None) -> torch.Tens
     return logits.softmax(-1) if problem_type == "single_label_classification" else logits.sigmoid()
 
 
-def predict_files(
-    model, paths: Sequence[Path], batch_size: int = 16, fast: bool = True
-) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Probabilities per finding for each readable file; unreadable ones are listed, not fatal."""
-    from .inference import fast_classifier
+class _Images(torch.utils.data.Dataset):
+    """Decodes and transforms one file (in a worker process); a bad file becomes its error."""
+
+    def __init__(self, paths: Sequence[Path], transform) -> None:
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return index, self.transform(read_xray(self.paths[index])), None
+        except Exception as err:  # a bad file must not stop the others
+            return index, None, str(err) or type(err).__name__
+
+
+def _collate(items):
+    """(indices read, (n, C, H, W) batch or None, [(index, error)]), stacked in the worker."""
+    good = [(i, x) for i, x, _ in items if x is not None]
+    bad = [(i, err) for i, x, err in items if x is None]
+    pixels = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], pixels, bad
+
+
+def _runner(model, fast: bool):
+    if is_onnx(model):
+        return model
+    if fast:
+        from .inference import fast_classifier
+
+        return fast_classifier(model)
+
+    def run(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(pixel_values=pixels).logits
+
+    return run
+
+
+def iter_predictions(
+    model,
+    paths: Sequence[Path],
+    batch_size: int = 16,
+    fast: bool = True,
+    num_workers: int = 0,
+) -> Iterator[tuple[list[Prediction], list[tuple[str, str]]]]:
+    """Per batch, in file order: (predictions, [(path, error)] for files that could not be read).
+    Files are decoded by ``num_workers`` processes (``torch.utils.data.DataLoader``) while the
+    model runs on the previous batch; ``model`` is a PyTorch classifier or an ``OnnxClassifier``."""
+    from .processing import flagged_findings
 
     settings = _settings(model)
-    transform = create_transform(settings, "eval")
-    run = fast_classifier(model) if fast else None
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    run = _runner(model, fast)
+    config = model.config
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    loader = torch.utils.data.DataLoader(
+        _Images(paths, create_transform(settings, "eval")),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        prefetch_factor=4 if num_workers else None,
+        persistent_workers=False,
+    )
+    for indices, pixels, bad in loader:
+        failures = [(str(paths[i]), err) for i, err in bad]
+        for path, err in failures:
+            logger.error("Cannot read %s: %s", path, err)
+        results = []
+        if pixels is not None:
+            logits = run(pixels.expand(-1, settings.num_channels, -1, -1))
+            probs = _probabilities(logits.float(), config.problem_type)
+            for i, row in zip(indices, probs.tolist(), strict=True):
+                scores = dict(zip(names, row, strict=True))
+                results.append(
+                    Prediction(str(paths[i]), scores, flagged=flagged_findings(config, scores))
+                )
+        yield results, failures
+
+
+def predict_files(
+    model, paths: Sequence[Path], batch_size: int = 16, fast: bool = True, num_workers: int = 0
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """Probabilities per finding for each readable file; unreadable ones are listed, not fatal."""
     results, failures = [], []
-    for start in range(0, len(paths), batch_size):
-        batch, kept = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                batch.append(transform(read_xray(path)))
-                kept.append(path)
-            except Exception as err:  # a bad file must not stop the others
-                failures.append((str(path), str(err)))
-                logger.error("Cannot read %s: %s", path, err)
-        if not batch:
-            continue
-        pixels = torch.stack(batch).expand(-1, settings.num_channels, -1, -1)
-        with torch.no_grad():
-            logits = run(pixels) if run else model(pixel_values=pixels).logits
-        probs = _probabilities(logits.float(), model.config.problem_type)
-        for path, row in zip(kept, probs.tolist(), strict=True):
-            results.append(Prediction(str(path), dict(zip(names, row, strict=True))))
+    for batch_results, batch_failures in iter_predictions(
+        model, paths, batch_size, fast, num_workers
+    ):
+        results += batch_results
+        failures += batch_failures
     return results, failures
+
+
+def done_paths(output: Path) -> set[str]:
+    """The files a previous run already wrote to ``output`` (CSV or JSON lines): skipped on rerun."""
+    if not output.is_file():
+        return set()
+    if output.suffix == ".jsonl":
+        done = set()
+        for line in output.read_text(encoding="utf-8").splitlines():
+            try:
+                done.add(json.loads(line)["path"])
+            except (ValueError, KeyError):  # a line cut short by a crash: predicted again
+                continue
+        return done
+    with output.open(newline="", encoding="utf-8") as f:
+        return {row["path"] for row in csv.DictReader(f) if row.get("path")}
+
+
+class ResultWriter:
+    """Appends each batch's rows to a CSV (``path``, ``error``, one column per finding,
+    ``flagged``: the findings at or above their operating point, ``;``-separated) or a JSON lines
+    file (``.jsonl``), flushed per batch, so an interrupted run keeps what it predicted."""
+
+    def __init__(self, output: Path, names: Sequence[str]) -> None:
+        self.output, self.names = Path(output), list(names)
+        self.jsonl = self.output.suffix == ".jsonl"
+        fresh = not self.output.is_file() or self.output.stat().st_size == 0
+        if not fresh and not self.jsonl:
+            with self.output.open(newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), [])
+            if header != self._header():
+                raise ValueError(
+                    f"{self.output} holds results with other columns ({', '.join(header[:6])}...); "
+                    "pass another --output or delete it."
+                )
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.file = self.output.open("a", newline="", encoding="utf-8")
+        self.csv = None if self.jsonl else csv.writer(self.file)
+        if fresh and self.csv:
+            self.csv.writerow(self._header())
+
+    def _header(self) -> list[str]:
+        return ["path", "error", *self.names, "flagged"]
+
+    def write(self, results: Sequence[Prediction], failures: Sequence[tuple[str, str]]) -> None:
+        for result in results:
+            flagged = [n for n, f in (result.flagged or {}).items() if f]
+            if self.jsonl:
+                row = {"path": result.path, "probabilities": result.probabilities}
+                if result.flagged is not None:
+                    row["flagged"] = flagged
+                self.file.write(json.dumps(row) + "\n")
+            else:
+                values = [f"{result.probabilities[n]:.6f}" for n in self.names]
+                marks = ";".join(flagged) if result.flagged is not None else ""
+                self.csv.writerow([result.path, "", *values, marks])
+        for path, error in failures:
+            if self.jsonl:
+                self.file.write(json.dumps({"path": path, "error": error}) + "\n")
+            else:
+                self.csv.writerow([path, error, *[""] * len(self.names), ""])
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def predict_to_file(
+    model,
+    paths: Sequence[Path],
+    output: Path,
+    batch_size: int = 32,
+    fast: bool = True,
+    num_workers: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> tuple[int, int, int]:
+    """Predict ``paths`` into ``output`` (CSV, or JSON lines for ``.jsonl``) batch by batch,
+    decoding in ``num_workers`` processes (default: the CPUs, at most 4) with a tqdm bar.
+    With ``resume``, files already in ``output`` are skipped. Returns (predicted, failed, skipped)."""
+    from tqdm.auto import tqdm
+
+    output = Path(output)
+    done = done_paths(output) if resume else set()
+    if not resume and output.exists():
+        output.unlink()
+    todo = [p for p in paths if str(p) not in done]
+    if num_workers is None:
+        num_workers = min(4, os.cpu_count() or 1) if len(todo) > batch_size else 0
+    config = model.config
+    writer = ResultWriter(output, [config.id2label[i] for i in range(config.num_labels)])
+    predicted = failed = 0
+    try:
+        with tqdm(total=len(todo), unit="img", disable=not progress) as bar:
+            for results, failures in iter_predictions(model, todo, batch_size, fast, num_workers):
+                writer.write(results, failures)
+                predicted, failed = predicted + len(results), failed + len(failures)
+                bar.update(len(results) + len(failures))
+    finally:
+        writer.close()
+    return predicted, failed, len(paths) - len(todo)
 
 
 def grad_cam(model, pixel_values: torch.Tensor, index: int) -> np.ndarray:

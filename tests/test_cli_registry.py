@@ -19,7 +19,10 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_every_command_binds_its_own_function():
     commands = _subparsers(cli.build_parser())
     assert sorted(commands) == sorted(
-        ["cache", "predict", "reconstruct", "convert", "push", "demo", "evaluate"]
+        [
+            *("cache", "predict", "reconstruct", "convert", "push", "demo", "evaluate"),
+            *("compare", "export"),
+        ]
     )
     for name, parser in commands.items():
         bound = parser.get_default("func")

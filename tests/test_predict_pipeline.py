@@ -1,0 +1,194 @@
+"""Folder prediction as a pipeline: results written batch by batch (a killed run keeps them and a
+rerun skips them), unreadable files listed in the output, the operating points' flags."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification, build_image_processor
+from hf_cxr_mae.predict import load_model, predict_files, predict_to_file
+
+LABELS = ["A", "B", "C"]
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    config = CXRClassifierConfig.from_preset(
+        "vit-test-patch8-dec32d1b", id2label=dict(enumerate(LABELS))
+    )
+    model = CXRViTForImageClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    # Operating points as the clinical post-processing stores them.
+    model.config.operating_points = {
+        "method": "youden",
+        "target": None,
+        "fitted_on": "validation",
+        "thresholds": {"A": 0.5, "B": 0.3, "C": None},
+    }
+    folder = tmp_path_factory.mktemp("classifier")
+    model.save_pretrained(folder)
+    build_image_processor(model.config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        pixels = rng.integers(0, 256, (70 + i, 64), np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+    (folder / "img05.png").write_bytes(b"\x89PNG truncated")  # unreadable, in the middle
+    return sorted(folder.glob("*.png"))
+
+
+def _rows(path):
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_matches_the_in_memory_predictions_with_workers(classifier_dir, images, tmp_path):
+    model = load_model(str(classifier_dir))
+    expected, failures = predict_files(model, images, batch_size=7, fast=False)
+    # B's threshold between the images' probabilities, so that some are flagged and some not.
+    b = sorted(result.probabilities["B"] for result in expected)
+    threshold = (b[10] + b[11]) / 2
+    model.config.operating_points["thresholds"]["B"] = threshold
+    output = tmp_path / "out.csv"
+    predicted, failed, skipped = predict_to_file(
+        model, images, output, batch_size=5, fast=False, num_workers=2, progress=False
+    )
+    assert (predicted, failed, skipped) == (23, 1, 0)
+    rows = _rows(output)
+    assert [r["path"] for r in rows if not r["error"]] == [p.path for p in expected]
+    bad = [r for r in rows if r["error"]]
+    assert [r["path"] for r in bad] == [failures[0][0]] and bad[0]["path"].endswith("img05.png")
+    for row, result in zip([r for r in rows if not r["error"]], expected, strict=True):
+        got = [float(row[name]) for name in LABELS]
+        np.testing.assert_allclose(got, list(result.probabilities.values()), atol=1e-6)
+        # flagged: at or above the stored threshold; C has none, so it is never flagged.
+        probs = result.probabilities
+        marks = [n for n, t in (("A", 0.5), ("B", threshold)) if probs[n] >= t]
+        assert row["flagged"] == ";".join(marks)
+    flagged_b = ["B" in r["flagged"].split(";") for r in rows if not r["error"]]
+    assert sum(flagged_b) == 12  # the 12 images above the middle
+
+
+def test_an_injected_crash_keeps_the_finished_batches_and_a_rerun_skips_them(
+    classifier_dir, images, tmp_path, monkeypatch
+):
+    import hf_cxr_mae.predict as predict
+
+    model = load_model(str(classifier_dir))
+    real_runner, calls = predict._runner, []
+
+    def crashing_runner(model, fast):
+        run = real_runner(model, fast)
+
+        def crash_on_third(pixels):
+            calls.append(len(pixels))
+            if len(calls) == 3:
+                raise RuntimeError("out of memory (injected)")
+            return run(pixels)
+
+        return crash_on_third
+
+    monkeypatch.setattr(predict, "_runner", crashing_runner)
+    output = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError, match="injected"):
+        predict_to_file(model, images, output, batch_size=4, fast=False, progress=False)
+    lines = output.read_text().splitlines()
+    assert len(lines) == 8  # two whole batches, nothing of the third
+    monkeypatch.setattr(predict, "_runner", real_runner)
+    calls.clear()
+    predicted, failed, skipped = predict_to_file(
+        model, images, output, batch_size=4, fast=False, progress=False
+    )
+    assert skipped == 8 and predicted + failed == len(images) - 8
+    import json
+
+    paths = [json.loads(line)["path"] for line in output.read_text().splitlines()]
+    assert sorted(paths) == sorted(map(str, images))  # each file once
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    import hf_cxr_mae.predict as predict
+    real = predict._runner
+    def slow(model, fast):
+        run = real(model, fast)
+        def step(pixels):
+            time.sleep(0.4)  # a slow model, so the parent can kill it half-way
+            return run(pixels)
+        return step
+    predict._runner = slow
+    from hf_cxr_mae.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+def test_a_run_killed_half_way_keeps_its_partial_results(classifier_dir, images, tmp_path):
+    output = tmp_path / "killed.csv"
+    command = [sys.executable, "-c", CHILD, "predict", "--model", str(classifier_dir)]
+    command += [str(images[0].parent), "--output", str(output), "--batch_size", "3"]
+    command += ["--num_workers", "1", "--no_fast"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if output.is_file() and len(output.read_text().splitlines()) >= 1 + 9:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, child.communicate()[1].decode()[-2000:]
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    rows = _rows(output)
+    assert 9 <= len(rows) < len(images) and len(rows) % 3 == 0  # whole batches only
+    # What it wrote is right: the same numbers as predicting those files now.
+    model = load_model(str(classifier_dir))
+    done = [r for r in rows if not r["error"]]
+    expected, _ = predict_files(model, [r["path"] for r in done], fast=False)
+    for row, result in zip(done, expected, strict=True):
+        assert row["path"] == result.path
+        np.testing.assert_allclose(
+            [float(row[n]) for n in LABELS], list(result.probabilities.values()), atol=1e-6
+        )
+    # The rerun finishes the folder without predicting the kept rows again.
+    subprocess.run(command[:2] + command[2:], env=env, check=True, capture_output=True)
+    final = _rows(output)
+    assert final[: len(rows)] == rows and sorted(r["path"] for r in final) == sorted(
+        map(str, images)
+    )
+
+
+def test_demo_marks_the_flagged_findings(classifier_dir, images):
+    from hf_cxr_mae.demo_app import FLAG, Analyzer
+    from hf_cxr_mae.processing import flagged_findings
+
+    analyzer = Analyzer(str(classifier_dir))
+    (result,), _ = predict_files(analyzer.model, images[:1], fast=True)
+    probs = result.probabilities
+    # A just reaches its operating point, B just misses it (C has none).
+    analyzer.model.config.operating_points = {
+        "thresholds": {"A": probs["A"] - 0.01, "B": probs["B"] + 0.01, "C": None}
+    }
+    scores, heat, _, status = analyzer.analyze(str(images[0]))
+    flagged = flagged_findings(analyzer.model.config, probs)
+    assert flagged == {"A": True, "B": False}
+    shown = {name.removesuffix(f" {FLAG}"): name.endswith(FLAG) for name in scores}
+    assert shown == {"A": True, "B": False, "C": False}
+    assert "flagged (at or above the model's stored operating point)" in status
+    assert heat is not None
