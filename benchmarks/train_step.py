@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 import time
 from functools import partial
 
 import torch
-from worker import report_result, run_in_subprocess
+from worker import peak_rss_mib, report_result, run_in_subprocess
 
 from hf_cxr_mae.attention import use_fast_attention
 
@@ -32,12 +31,14 @@ PRESETS = {
 }
 
 
-def build(task: str, model: str, impl: str):
+def build(task: str, model: str, impl: str, **overrides):
+    """The model of one row; ``overrides`` (pre-training only) change config fields of ours and,
+    through it, of the stock baseline (the GPU script's dry run shrinks the shapes with them)."""
     preset, width, depth, heads = PRESETS[model]
     if task == "pretrain":
         from hf_cxr_mae import CXRMAEConfig, CXRMAEForPreTraining
 
-        config = CXRMAEConfig.from_preset(preset)
+        config = CXRMAEConfig.from_preset(preset, **overrides)
         if impl == "baseline":
             from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
@@ -116,7 +117,7 @@ def worker(spec: dict) -> dict:
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if device == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        else peak_rss_mib()  # not ru_maxrss: it starts at the parent's size
     )
     return {
         "images_per_s": spec["batch"] * spec["steps"] / seconds,
