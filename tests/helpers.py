@@ -50,3 +50,29 @@ def load_nih_batch(nih_dir: Path, n: int, size: int) -> torch.Tensor:
     x = torch.from_numpy(np.stack(arrays))[:, None]
     x = (x - 0.5056) / 0.252
     return x.expand(-1, 3, -1, -1).contiguous()
+
+
+def tiny_classifier(labels: list[str], head_std: float = 0.5, **config_attributes):
+    """A tiny ViT classifier whose head spreads the logits (a fresh head leaves them all near 0);
+    ``config_attributes`` are set on its config (e.g. stored operating points)."""
+    from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification
+
+    torch.manual_seed(0)
+    config = CXRClassifierConfig.from_preset(
+        "vit-test-patch8-dec32d1b", id2label=dict(enumerate(labels))
+    )
+    model = CXRViTForImageClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, head_std, generator=torch.Generator().manual_seed(1))
+    for key, value in config_attributes.items():
+        setattr(model.config, key, value)
+    return model
+
+
+def save_classifier(model, folder: Path) -> Path:
+    """The model and its image processor, as a fine-tuning run leaves them."""
+    from hf_cxr_mae.processing import build_image_processor
+
+    model.save_pretrained(folder)
+    build_image_processor(model.config).save_pretrained(folder)
+    return folder

@@ -7,8 +7,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import save_classifier, tiny_classifier
 
-from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification, build_image_processor
+from hf_cxr_mae import CXRViTForImageClassification
 from hf_cxr_mae.cli import main as cli
 from hf_cxr_mae.export import (
     FILES,
@@ -24,18 +25,8 @@ LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Nodule"]
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
-    """A tiny classifier whose head spreads the logits (a fresh head leaves them all near 0)."""
-    torch.manual_seed(0)
-    config = CXRClassifierConfig.from_preset(
-        "vit-test-patch8-dec32d1b", id2label=dict(enumerate(LABELS))
-    )
-    model = CXRViTForImageClassification(config).eval()
-    with torch.no_grad():
-        model.classifier.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
-    folder = tmp_path_factory.mktemp("classifier")
-    model.save_pretrained(folder)
-    build_image_processor(model.config).save_pretrained(folder)
-    return folder
+    """A tiny classifier whose head spreads the logits."""
+    return save_classifier(tiny_classifier(LABELS), tmp_path_factory.mktemp("classifier"))
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
+from helpers import save_classifier, tiny_classifier
 from PIL import Image
 
-from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification, build_image_processor
 from hf_cxr_mae.predict import load_model, predict_files, predict_to_file
 
 LABELS = ["A", "B", "C"]
@@ -22,24 +21,15 @@ LABELS = ["A", "B", "C"]
 
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = CXRClassifierConfig.from_preset(
-        "vit-test-patch8-dec32d1b", id2label=dict(enumerate(LABELS))
-    )
-    model = CXRViTForImageClassification(config).eval()
-    with torch.no_grad():
-        model.classifier.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
     # Operating points as the clinical post-processing stores them.
-    model.config.operating_points = {
+    points = {
         "method": "youden",
         "target": None,
         "fitted_on": "validation",
         "thresholds": {"A": 0.5, "B": 0.3, "C": None},
     }
-    folder = tmp_path_factory.mktemp("classifier")
-    model.save_pretrained(folder)
-    build_image_processor(model.config).save_pretrained(folder)
-    return folder
+    model = tiny_classifier(LABELS, operating_points=points)
+    return save_classifier(model, tmp_path_factory.mktemp("classifier"))
 
 
 @pytest.fixture(scope="module")
