@@ -124,14 +124,19 @@ def predict(args: argparse.Namespace) -> None:
     if not paths:
         raise SystemExit("No images found.")
     if args.output:
-        predicted, failed, skipped = predict_to_file(
-            model,
-            paths,
-            args.output,
-            batch_size=args.batch_size,
-            fast=not args.no_fast,
-            num_workers=args.num_workers,
-        )
+        if args.output.is_dir():
+            raise SystemExit(f"predict: --output {args.output} is a folder; name a .csv or .jsonl.")
+        try:
+            predicted, failed, skipped = predict_to_file(
+                model,
+                paths,
+                args.output,
+                batch_size=args.batch_size,
+                fast=not args.no_fast,
+                num_workers=args.num_workers,
+            )
+        except ValueError as err:  # an output file of another model or other findings
+            raise SystemExit(f"predict: {err}") from err
         print(
             f"{predicted} predicted, {failed} unreadable (listed with their error), {skipped} "
             f"already in {args.output}"

@@ -432,7 +432,7 @@ def run_compare(
     a, b = (read_predictions(p) for p in predictions)
     b, realigned = pair_predictions(a, b)
     if labels_file is not None:
-        labels = read_labels(labels_file)
+        labels = read_labels(labels_file, _finding_columns(labels_file, a.names, b.names))
     elif data_split is not None:
         labels = dataset_labels(
             data_split.select_columns([c for c in data_split.column_names if c != "image"])
@@ -466,6 +466,18 @@ def run_compare(
         realigned=realigned,
         data=where,
     )
+
+
+def _finding_columns(path: str, *findings: Sequence[str]) -> list[str] | None:
+    """The columns of a labels CSV that every prediction file scores: the others (patient sex,
+    age, notes) are no labels. None when there is none: every column is read, and the error
+    then names the mismatch."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        return None  # read_labels names the missing file
+    columns = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    return [c for c in columns if all(c in names for names in findings)] or None
 
 
 def _only(p: Predictions, names: Sequence[str]) -> Predictions:

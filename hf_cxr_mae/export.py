@@ -24,6 +24,7 @@ used: on this CPU they were slower than ONNX Runtime's own kernels.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import shutil
@@ -496,16 +497,35 @@ def export_onnx(
             )
         target = out_dir / ONNX_DIR
         target.mkdir(parents=True, exist_ok=True)
+        record_path = target / "export.json"
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        weights = _weights_sha256(model)
+        if record.get("weights_sha256") != weights:
+            # Graphs of another model (or of an unrecorded one) beside this model's config
+            # would be run in its name: ``OnnxClassifier`` picks the fastest graph present.
+            stale = [f for v, f in onnx_files(out_dir).items() if v != int8 and v is not None]
+            for path in stale:
+                logger.warning("Removing %s: it was exported from another model.", path)
+                path.unlink()
+            record = {}
         for check in checks:
             shutil.move(work / check.variant, target / check.variant)
-    record_path = target / "export.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record["weights_sha256"] = weights
     record.update({c.variant: asdict(c) | {"attention_blocks_fused": fused} for c in checks})
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     config.save_pretrained(out_dir)
     _save_processor(model, source, out_dir)
     _write_card(out_dir, source, _card_section(checks, fused, int8, source or type(model).__name__))
     return target / FILES[int8]
+
+
+def _weights_sha256(model: torch.nn.Module) -> str:
+    """A fingerprint of the weights: which model the graphs in a folder were exported from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _save_processor(model: torch.nn.Module, source: str | None, out_dir: Path) -> None:

@@ -64,6 +64,14 @@ def load_classifier(model_name_or_path: str):
     """A classifier checkpoint (folder or Hub id); a clear error for an encoder without a head."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    from .export import is_onnx_folder
+
+    if is_onnx_folder(model_name_or_path):
+        raise ValueError(
+            f"{model_name_or_path} is an ONNX export without PyTorch weights: this needs the "
+            "PyTorch classifier folder it was exported from (predict and demo run an export "
+            "with --backend onnx)."
+        )
     config = AutoConfig.from_pretrained(model_name_or_path)
     if not any(a.endswith("ForImageClassification") for a in config.architectures or []):
         raise ValueError(
@@ -94,6 +102,15 @@ def is_onnx(model) -> bool:
     from .export import OnnxClassifier
 
     return isinstance(model, OnnxClassifier)
+
+
+def model_identity(model) -> str:
+    """What predicted: the ONNX graph file, or the model folder (resolved) or Hub id; "" for an
+    in-memory model without a name."""
+    if is_onnx(model):
+        return str(Path(model.path).resolve())
+    name = str(getattr(model, "name_or_path", "") or "")
+    return str(Path(name).resolve()) if name and Path(name).exists() else name
 
 
 def _settings(model):
@@ -214,6 +231,23 @@ def done_paths(output: Path) -> set[str]:
         return {row["path"] for row in csv.DictReader(f) if row.get("path")}
 
 
+def drop_partial_row(output: Path) -> None:
+    """Cut a last line that lacks its newline (a run killed while writing it), so that its image
+    is predicted again and the next row does not continue that line."""
+    if not output.is_file():
+        return
+    data = output.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    logger.warning(
+        "%s ends in a row cut short (%r): dropped, its image is predicted again.",
+        output, data[keep:][:80].decode("utf-8", "replace"),
+    )  # fmt: skip
+    with output.open("r+b") as f:
+        f.truncate(keep)
+
+
 class ResultWriter:
     """Appends each batch's rows to a CSV (``path``, ``error``, one column per finding,
     ``flagged``: the findings at or above their operating point, ``;``-separated) or a JSON lines
@@ -249,7 +283,9 @@ class ResultWriter:
                     row["flagged"] = flagged
                 self.file.write(json.dumps(row) + "\n")
             else:
-                values = [f"{result.probabilities[n]:.6f}" for n in self.names]
+                # 9 significant digits give a float32 back exactly: fixed decimals turned a
+                # confident model's small probabilities into tied zeros (another AUROC).
+                values = [f"{result.probabilities[n]:.9g}" for n in self.names]
                 marks = ";".join(flagged) if result.flagged is not None else ""
                 self.csv.writerow([result.path, "", *values, marks])
         for path, error in failures:
@@ -276,18 +312,34 @@ def predict_to_file(
 ) -> tuple[int, int, int]:
     """Predict ``paths`` into ``output`` (CSV, or JSON lines for ``.jsonl``) batch by batch,
     decoding in ``num_workers`` processes (default: the CPUs, at most 4) with a tqdm bar.
-    With ``resume``, files already in ``output`` are skipped. Returns (predicted, failed, skipped)."""
+    With ``resume``, files already in ``output`` are skipped; ``<output>.model`` records the model,
+    and a file another model wrote is refused. Returns (predicted, failed, skipped)."""
     from tqdm.auto import tqdm
 
     output = Path(output)
+    if resume:
+        drop_partial_row(output)
     done = done_paths(output) if resume else set()
     if not resume and output.exists():
         output.unlink()
-    todo = [p for p in paths if str(p) not in done]
+    # The model a file's rows came from, beside it: a rerun with another model would otherwise
+    # skip every image already there and leave the first model's numbers under the second's name.
+    stamp, identity = Path(f"{output}.model"), model_identity(model)
+    previous = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() and done else ""
+    if identity and previous and previous != identity:
+        raise ValueError(
+            f"{output} holds predictions of another model ({previous}), not of {identity}; "
+            f"pass another --output, or delete {output} and {stamp}."
+        )
+    # Also by absolute path: a rerun may name the same files from another folder.
+    done |= {str(Path(d).resolve()) for d in done}
+    todo = [p for p in paths if str(p) not in done and str(Path(p).resolve()) not in done]
     if num_workers is None:
         num_workers = min(4, os.cpu_count() or 1) if len(todo) > batch_size else 0
     config = model.config
     writer = ResultWriter(output, [config.id2label[i] for i in range(config.num_labels)])
+    if identity:
+        stamp.write_text(identity + "\n", encoding="utf-8")
     predicted = failed = 0
     try:
         with tqdm(total=len(todo), unit="img", disable=not progress) as bar:

@@ -116,6 +116,11 @@ def read_predictions(path: str | Path) -> Predictions:
             bad = frame["error"].notna() & (frame["error"].astype(str).str.strip() != "")
             failed = frame.loc[bad, id_column].astype(str).tolist()
             frame = frame.loc[~bad]
+        if frame.empty:  # as for JSON: a comparison on no image is no comparison
+            raise ValueError(
+                f"{path} holds no predictions"
+                + (f" ({len(failed)} rows, every one a read error)." if failed else ".")
+            )
         names = [
             str(c)
             for c in frame.columns
