@@ -57,7 +57,17 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
                 )  # fmt: skip
         else:
             out.append(item)
-    return out
+    # The same file named twice (a folder and a file in it, or two spellings) is predicted once.
+    unique, seen = [], set()
+    for path in out:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    if len(unique) < len(out):
+        logger.warning(
+            "%d files were named more than once; each is predicted once.", len(out) - len(unique)
+        )
+    return unique
 
 
 def load_classifier(model_name_or_path: str):

@@ -188,3 +188,29 @@ def test_a_prediction_csv_of_read_errors_only_is_refused(tmp_path):
     path.write_text("path,error,A,B,flagged\nx1.png,cannot read,,,\nx2.png,cannot read,,,\n")
     with pytest.raises(ValueError, match=r"predictions.csv holds no predictions \(2 rows"):
         read_predictions(path)
+
+
+def test_a_file_named_twice_is_predicted_once(tmp_path):
+    from PIL import Image
+
+    from hf_cxr_mae.predict import collect_images
+
+    for name in "abc":
+        Image.new("L", (8, 8)).save(tmp_path / f"{name}.png")
+    named = collect_images([tmp_path, tmp_path / "b.png", tmp_path / "." / "a.png"])
+    assert [p.name for p in named] == ["a.png", "b.png", "c.png"]
+
+
+def test_evaluate_names_an_onnx_export_instead_of_a_transformers_oserror(tmp_path):
+    from hf_cxr_mae.training.arguments import DataArguments, EvaluateArguments, ModelArguments
+    from hf_cxr_mae.training.evaluation import run_evaluate
+
+    folder = tmp_path / "exported"
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "onnx" / "model.onnx").write_bytes(b"not a real graph")
+    (folder / "config.json").write_text(
+        '{"model_type": "beit", "architectures": ["BeitForImageClassification"]}'
+    )
+    args = EvaluateArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="ONNX export"):
+        run_evaluate(ModelArguments(model_name_or_path=str(folder)), DataArguments(), args)

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset, DatasetDict
-from transformers import AutoModelForImageClassification
 
 from .. import reports
 from ..attention import use_fast_attention
@@ -27,6 +26,7 @@ from ..data.transforms import (
     with_row_ids,
 )
 from ..inference import TenCrop
+from ..predict import load_classifier
 from ..processing import data_settings, problem_type_of
 from ..reports import metadata_groups, write_metrics_json
 from .outputs import skipped_test
@@ -125,7 +125,8 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
         raise ValueError("evaluate needs --model_name_or_path (a classifier folder or Hub id).")
     check_same_validation(model_args.model_name_or_path, data_args, training_args)
 
-    model = AutoModelForImageClassification.from_pretrained(model_args.model_name_or_path)
+    # The serving loader: a clear error for an encoder without a head or an ONNX-only export.
+    model = load_classifier(model_args.model_name_or_path)
     if model.config.model_type == "beit":
         use_fast_attention(model)  # the kernels fine-tuning evaluated with: the same numbers
 
