@@ -194,13 +194,14 @@ def predict_split(
 
     from .data.transforms import create_transform, example_image, undecoded_images
     from .inference import fast_classifier
+    from .predict import probabilities_of
     from .processing import data_settings
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = [data_settings(m) for m in models]
     transforms = [create_transform(s, "eval") for s in settings]
     runs = [fast_classifier(m.to(device).eval(), dtype=torch.float32) for m in models]
-    single = [m.config.problem_type == "single_label_classification" for m in models]
+    problem_types = [m.config.problem_type for m in models]
     split = undecoded_images(split)
     if "image" in split.column_names:
         split = split.select_columns(["image", "image_id"])
@@ -221,9 +222,9 @@ def predict_split(
     )
     outputs: list[list[np.ndarray]] = [[] for _ in models]
     for pixels in loader:
-        for out, run, x, is_single in zip(outputs, runs, pixels, single, strict=True):
+        for out, run, x, problem_type in zip(outputs, runs, pixels, problem_types, strict=True):
             logits = run(x)
-            probs = logits.softmax(-1) if is_single else logits.sigmoid()
+            probs = probabilities_of(logits, problem_type)
             out.append(probs.cpu().numpy().astype(np.float64))
     return [np.concatenate(o) for o in outputs]
 

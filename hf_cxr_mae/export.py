@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .metrics.classification import probabilities
+
 logger = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
@@ -254,14 +256,6 @@ def _session(path: Path | str, threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _probabilities(logits: np.ndarray, problem_type: str | None) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    if problem_type == "single_label_classification":
-        shifted = np.exp(logits - logits.max(-1, keepdims=True))
-        return shifted / shifted.sum(-1, keepdims=True)
-    return 1 / (1 + np.exp(-logits))
-
-
 def _decisions(probs: np.ndarray, config: Any) -> np.ndarray:
     """Top class (single-label), or each finding above its operating point (0.5 without one)."""
     if config.problem_type == "single_label_classification":
@@ -292,8 +286,8 @@ def verify(
         ]
     ).astype(np.float64)
     logit_diff = float(np.abs(got - expected).max())
-    p_got = _probabilities(got, model.config.problem_type)
-    p_expected = _probabilities(expected, model.config.problem_type)
+    p_got = probabilities(got, model.config.problem_type)
+    p_expected = probabilities(expected, model.config.problem_type)
     prob_diff = np.abs(p_got - p_expected)
     agreement = float(
         (_decisions(p_got, model.config) == _decisions(p_expected, model.config)).mean()

@@ -129,7 +129,8 @@ def _settings(model):
     return data_settings(model)
 
 
-def _probabilities(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+def probabilities_of(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """Softmax over classes (single-label), sigmoid per finding otherwise."""
     return logits.softmax(-1) if problem_type == "single_label_classification" else logits.sigmoid()
 
 
@@ -203,7 +204,7 @@ def iter_predictions(
         results = []
         if pixels is not None:
             logits = run(pixels.expand(-1, settings.num_channels, -1, -1))
-            probs = _probabilities(logits.float(), config.problem_type)
+            probs = probabilities_of(logits.float(), config.problem_type)
             for i, row in zip(indices, probs.tolist(), strict=True):
                 scores = dict(zip(names, row, strict=True))
                 results.append(

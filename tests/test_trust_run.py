@@ -21,7 +21,7 @@ from recipe_utils import TINY_TRAIN, recipe
 import hf_cxr_mae.hub_push as hub_push
 from hf_cxr_mae.cli import main as cli
 from hf_cxr_mae.data import recipe_data
-from hf_cxr_mae.training import outputs, run_setup, trainer
+from hf_cxr_mae.training import run_setup, trainer
 
 SHORT = ["--eval_strategy", "no", "--load_best_model_at_end", "false"]
 DEMO = ["--demo_size", "32", "--max_eval_samples", "16", "--pixel_cache", "false"]
@@ -132,7 +132,6 @@ def _fail(*args, **kwargs):
 
 def test_a_failure_after_training_keeps_model_processor_and_card(tmp_path, monkeypatch):
     """Final evaluation raising (any reason): the trained model is already on disk, for all runs."""
-    monkeypatch.setattr(outputs, "full_metrics", _fail)
     # Fine-tuning's first step after the save: validation predictions (post-processing, report).
     monkeypatch.setattr(trainer.CXRTrainer, "predict", _fail)
     ft = tmp_path / "ft"

@@ -33,16 +33,21 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return exp / exp.sum(-1, keepdims=True)
 
 
+def probabilities(logits: np.ndarray, problem_type: str | None) -> np.ndarray:
+    """float64 probabilities: softmax over classes (single-label), sigmoid per finding otherwise."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return softmax(logits) if problem_type == SINGLE_LABEL else sigmoid(logits)
+
+
 def scores_and_targets(
     logits: np.ndarray, labels: np.ndarray, num_labels: int, problem_type: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and one score column per finding / class: softmax against one-hot class
     labels (single-label), sigmoid against the multi-hot labels (multi-label)."""
-    logits = np.asarray(logits, dtype=np.float64)
     if problem_type == SINGLE_LABEL:
         classes = np.asarray(labels).astype(int).reshape(-1)
-        return softmax(logits), np.eye(num_labels)[classes]
-    return sigmoid(logits), np.asarray(labels, dtype=np.float64)
+        return probabilities(logits, problem_type), np.eye(num_labels)[classes]
+    return probabilities(logits, problem_type), np.asarray(labels, dtype=np.float64)
 
 
 def auroc_metrics(

@@ -17,9 +17,10 @@ from ..data.transforms import create_transform
 from ..hub_push import take_push
 from ..modeling import CXRViTForImageClassification, check_source_checkpoint
 from ..processing import build_image_processor, data_settings
+from .evaluation import write_test_report
 from .metrics import compute_metrics_fn
 from .optim import LARS
-from .outputs import finish, run_card, save_outputs, write_test_metrics
+from .outputs import finish, run_card, save_outputs
 from .probe import LinearProbe
 from .resume import resolve_checkpoint, run_settings
 from .run_setup import (
@@ -91,6 +92,6 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
     arg_objects = (model_args, data_args, training_args)
     save_outputs(trainer, model, processor, card, arg_objects)
     metrics: dict[str, Any] = dict(result.metrics)
-    card.report = write_test_metrics(trainer, splits, names, problem_type, had_test, metrics)
+    card.report = write_test_report(trainer, splits, data, names, problem_type, had_test, metrics)
     finish(trainer, metrics, card, arg_objects, pusher)
     return metrics

@@ -11,8 +11,6 @@ from ..data.demo import make_demo_dataset
 from ..data.loading import SOURCES
 from ..hub import CardData, write_run_card
 from ..hub_push import BackgroundPusher
-from ..metrics.classification import metrics_for
-from ..reports import write_metrics_json
 
 
 def save_outputs(trainer, model, processor, card: CardData, arg_objects: tuple) -> None:
@@ -28,33 +26,10 @@ def save_outputs(trainer, model, processor, card: CardData, arg_objects: tuple) 
         write_run_card(output_dir, card, *arg_objects)
 
 
-def full_metrics(trainer, dataset, names: list[str], problem_type: str) -> dict[str, Any]:
-    """Per-finding metrics (AUROC, AP, counts, undefined) of a split, for metrics.json."""
-    prediction = trainer.predict(dataset, metric_key_prefix="predict")
-    out = metrics_for(problem_type)(prediction.predictions, prediction.label_ids, names)
-    out["num_images"] = len(prediction.label_ids)
-    return out
-
-
 def skipped_test(had_test: bool) -> dict[str, Any]:
     """metrics.json (and the card) of a run whose test split was empty or absent."""
     why = "the test split is empty" if had_test else "the dataset has no test split"
     return {"split": None, "num_images": 0, "skipped": f"No test evaluation: {why}"}
-
-
-def write_test_metrics(
-    trainer, splits: dict, names: list[str], problem_type: str, had_test: bool, metrics: dict
-) -> dict[str, Any]:
-    """Test metrics (into ``metrics``) and metrics.json, once, with the model chosen on
-    validation; without test images, a metrics.json that says there was no test evaluation."""
-    if "test" in splits:
-        metrics.update(trainer.evaluate(splits["test"], metric_key_prefix="test"))
-        report = {**full_metrics(trainer, splits["test"], names, problem_type), "split": "test"}
-    else:
-        report = skipped_test(had_test)
-    if trainer.is_world_process_zero():
-        write_metrics_json(trainer.args.output_dir, report)
-    return report
 
 
 def publish(
