@@ -64,8 +64,9 @@ def main() -> None:
     from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification, build_image_processor
     from hf_cxr_mae.data.images import read_xray
     from hf_cxr_mae.data.transforms import create_transform
-    from hf_cxr_mae.export import OnnxClassifier, export_onnx
+    from hf_cxr_mae.export import export_onnx
     from hf_cxr_mae.inference import fast_classifier
+    from hf_cxr_mae.onnx_runtime import OnnxClassifier
     from hf_cxr_mae.predict import predict_to_file
     from hf_cxr_mae.processing import data_settings
 

@@ -80,7 +80,7 @@ def worker(spec: dict) -> dict:
             with torch.no_grad():
                 return model(x)
     elif impl.startswith("onnx"):
-        from hf_cxr_mae.export import OnnxClassifier
+        from hf_cxr_mae.onnx_runtime import OnnxClassifier
 
         run = partial(OnnxClassifier(spec["onnx_dir"], variant=IMPLS[impl][2] or "fp32"), x)
     else:
@@ -204,8 +204,8 @@ def accuracy_rows(args, tmp: Path) -> tuple[list[dict], str]:
     """Each ONNX variant of the fine-tuned ViT-S against it in fp32 PyTorch, on held-out images."""
     from finetuned_vit_s import finetuned_vit_s, held_out_images, with_fitted_head
 
-    from hf_cxr_mae.export import OnnxClassifier
     from hf_cxr_mae.metrics.classification import multilabel_metrics, sigmoid
+    from hf_cxr_mae.onnx_runtime import OnnxClassifier
     from hf_cxr_mae.predict import load_classifier
 
     # The few-minute fine-tune alone answers nearly the same for every image; its head refitted

@@ -1,4 +1,4 @@
-"""ONNX export of a classifier (fp32, int8 dynamic or int8 static QDQ) and its runtime wrapper.
+"""ONNX export of a classifier (fp32, int8 dynamic or int8 static QDQ), checked against PyTorch.
 
     hf-cxr-mae export MODEL OUT [--int8 dynamic|static] [--calibration DATASET --data_dir DIR]
 
@@ -13,12 +13,8 @@ Layout written (the Hub convention: an ``onnx/`` folder beside ``config.json``):
     OUT/onnx/model_int8_static.onnx  int8 QDQ, activation ranges calibrated on X-rays (--int8 static)
     OUT/onnx/export.json             what was checked against PyTorch, with the numbers
 
-Speed choices, each measured on a 2-core AVX-512-VNNI CPU (batch 32, ViT-S): the graph is exported
-with plain (mask-free) attention maths, whose ``Softmax`` blocks are then replaced by ONNX
-Runtime's fused ``com.microsoft.MultiHeadAttention`` (fewer transposes and copies); only ``MatMul``
-weights are quantised (an int8 ``ConvInteger`` patch embedding is several times slower than the
-fp32 ``Conv``); ``onnxruntime.transformers`` fusions (SkipLayerNormalization, BiasGelu) are not
-used: on this CPU they were slower than ONNX Runtime's own kernels.
+The graph rewrite and the quantisation live in ``onnx_graph``; running a folder in
+``onnx_runtime`` (``OnnxClassifier``).
 """
 
 from __future__ import annotations
@@ -40,18 +36,11 @@ import numpy as np
 import torch
 
 from .metrics.classification import probabilities
+from .onnx_graph import fuse_attention, quantize
+from .onnx_runtime import FILES, ONNX_DIR, onnx_files, session
 
 logger = logging.getLogger(__name__)
 
-ONNX_DIR = "onnx"
-FILES = {
-    None: "model.onnx",
-    "dynamic": "model_int8_dynamic.onnx",
-    "static": "model_int8_static.onnx",
-}
-# What OnnxClassifier runs when not told: the fastest graph the folder holds. Dynamic int8 was
-# faster than static QDQ in 3 of 4 side-by-side runs on the 2-core CPU (ViT-S and ViT-B).
-PREFERENCE = ("dynamic", "static", None)
 # Refusal thresholds. fp32: max |logit difference| <= FP32_LOGIT_TOLERANCE * max(1, max |logit|).
 # int8: max |probability difference| <= INT8_PROBABILITY_TOLERANCE on the check images.
 FP32_LOGIT_TOLERANCE = 1e-4
@@ -131,131 +120,6 @@ def _export_graph(model: torch.nn.Module, path: Path) -> None:
     )
 
 
-def fuse_attention(model_proto: Any, num_heads: int) -> int:
-    """Replace each ``Softmax(MatMul(q, k^T) * scale) @ v`` block (with its head split and merge
-    reshapes) by one ``com.microsoft.MultiHeadAttention`` on the projected (batch, tokens,
-    hidden) q / k / v; returns how many were fused (0 leaves the graph as it was)."""
-    from onnx import helper, numpy_helper
-
-    graph = model_proto.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-
-    def made_by(name: str, op: str):
-        node = producer.get(name)
-        return node if node is not None and node.op_type == op else None
-
-    def only_consumer(name: str, op: str):
-        nodes = consumers.get(name, [])
-        return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op else None
-
-    def heads_input(name: str) -> tuple[str, list] | None:
-        """(batch, tokens, hidden) tensor under ``Transpose(Reshape(x))``."""
-        transpose = made_by(name, "Transpose")
-        reshape = transpose and made_by(transpose.input[0], "Reshape")
-        return (reshape.input[0], [transpose, reshape]) if reshape else None
-
-    replacements, dead = {}, set()
-    for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
-        mul = made_by(softmax.input[0], "Mul")
-        scores = mul and made_by(mul.input[0], "MatMul")
-        scale = constants.get(mul.input[1]) if mul else None
-        weighted = only_consumer(softmax.output[0], "MatMul")
-        merge = weighted and only_consumer(weighted.output[0], "Transpose")
-        merged = merge and only_consumer(merge.output[0], "Reshape")
-        if not (scores and merged) or scale is None or scale.size != 1:
-            continue
-        q, k, v = (heads_input(name) for name in (*scores.input, weighted.input[1]))
-        if not (q and k and v):
-            continue
-        fused = helper.make_node(
-            "MultiHeadAttention",
-            [q[0], k[0], v[0]],
-            [merged.output[0]],
-            domain="com.microsoft",
-            name=f"MultiHeadAttention_{len(replacements)}",
-            num_heads=num_heads,
-            scale=float(scale.reshape(())),
-        )
-        replacements[id(merged)] = fused
-        dead |= {id(n) for n in (softmax, mul, scores, weighted, merge)}
-    if not replacements:
-        return 0
-    nodes = [replacements.get(id(n), n) for n in graph.node if id(n) not in dead]
-    while True:  # drop what only fed the replaced blocks (the head split reshapes)
-        used = {name for node in nodes for name in node.input} | {o.name for o in graph.output}
-        kept = [node for node in nodes if any(out in used for out in node.output)]
-        if len(kept) == len(nodes):
-            break
-        nodes = kept
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in nodes for name in node.input}
-    unused = [t for t in graph.initializer if t.name not in used]
-    for tensor in unused:
-        graph.initializer.remove(tensor)
-    if not any(o.domain == "com.microsoft" for o in model_proto.opset_import):
-        model_proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return len(replacements)
-
-
-class _Batches:
-    """onnxruntime's CalibrationDataReader over an array of pixel values."""
-
-    def __init__(self, pixels: np.ndarray, batch_size: int = 16) -> None:
-        self.batches = iter([pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self.batches, None)
-        return None if batch is None else {"pixel_values": batch}
-
-
-def _quantize(src: Path, dst: Path, mode: str, calibration: np.ndarray | None) -> None:
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    # MatMul only: the patch embedding as an int8 ConvInteger is slower than the fp32 Conv; the
-    # head's Gemm is a rounding error in time and kept exact.
-    if mode == "dynamic":
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
-        return
-    if calibration is None or len(calibration) == 0:
-        raise ValueError("--int8 static needs calibration images (--calibration DATASET).")
-    quantize_static(
-        src,
-        dst,
-        _Batches(calibration.astype(np.float32)),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"],
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-
-
-def _session(path: Path | str, threads: int = 0):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads  # 0: ONNX Runtime's choice (one per physical core)
-    options.log_severity_level = 3  # its warnings about unused initializers are noise here
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _decisions(probs: np.ndarray, config: Any) -> np.ndarray:
     """Top class (single-label), or each finding above its operating point (0.5 without one)."""
     if config.problem_type == "single_label_classification":
@@ -278,10 +142,10 @@ def verify(
     for fp32, ``INT8_PROBABILITY_TOLERANCE`` absolute on probabilities for int8)."""
     with torch.no_grad():
         expected = model.float()(pixel_values=torch.from_numpy(pixels)).logits.double().numpy()
-    session = _session(graph)
+    runner = session(graph)
     got = np.concatenate(
         [
-            session.run(["logits"], {"pixel_values": pixels[i : i + 16]})[0]
+            runner.run(["logits"], {"pixel_values": pixels[i : i + 16]})[0]
             for i in range(0, len(pixels), 16)
         ]
     ).astype(np.float64)
@@ -382,7 +246,7 @@ Checked against the PyTorch model (fp32) before writing; a graph outside its tol
 {rows}
 
 ```python
-from hf_cxr_mae.export import OnnxClassifier
+from hf_cxr_mae.onnx_runtime import OnnxClassifier
 model = OnnxClassifier("path/to/this/folder")   # the fastest graph here; model.config: labels
 logits = model(pixel_values)                      # torch.Tensor in, torch.Tensor out
 ```
@@ -469,7 +333,7 @@ def export_onnx(
         ]
         if int8:
             say(f"quantising to int8 ({int8})")
-            _quantize(work / FILES[None], work / FILES[int8], int8, calibration)
+            quantize(work / FILES[None], work / FILES[int8], int8, calibration)
             checks.append(
                 verify(work / FILES[int8], model, check_images, int8, image_source, tolerance)
             )
@@ -532,54 +396,3 @@ def _save_processor(model: torch.nn.Module, source: str | None, out_dir: Path) -
         from .processing import build_image_processor
 
         build_image_processor(model.config).save_pretrained(out_dir)
-
-
-def onnx_files(folder: str | PathLike) -> dict[str | None, Path]:
-    """The graphs an exported folder holds, by variant (None: fp32)."""
-    onnx_dir = Path(folder) / ONNX_DIR
-    return {v: onnx_dir / name for v, name in FILES.items() if (onnx_dir / name).is_file()}
-
-
-class OnnxClassifier:
-    """An exported classifier run by ONNX Runtime on the CPU: ``model(pixel_values) -> logits``
-    (torch tensors, float32), ``model.config`` the transformers config of the folder.
-
-    ``variant``: ``None`` picks the fastest graph present (int8 dynamic, int8 static, fp32);
-    ``"fp32"``, ``"dynamic"`` or ``"static"`` ask for one. ``threads``: ONNX Runtime's intra-op
-    threads (0: one per physical core)."""
-
-    def __init__(
-        self, folder: str | PathLike, variant: str | None = None, threads: int = 0
-    ) -> None:
-        from transformers import AutoConfig
-
-        files = onnx_files(folder)
-        if not files:
-            raise FileNotFoundError(
-                f"{folder} holds no exported graph ({ONNX_DIR}/{FILES[None]}); make one with "
-                "`hf-cxr-mae export MODEL OUT`."
-            )
-        key = None if variant == "fp32" else variant
-        if variant is None:
-            key = next(v for v in PREFERENCE if v in files)
-        elif key not in files:
-            raise FileNotFoundError(
-                f"{folder} has no {variant} graph ({ONNX_DIR}/{FILES.get(key, variant)}); it has "
-                f"{', '.join(p.name for p in files.values())}."
-            )
-        self.path = files[key]
-        self.variant = "fp32" if key is None else f"int8 {key}"
-        self.config = AutoConfig.from_pretrained(folder)
-        self.session = _session(self.path, threads)
-
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pixels = pixel_values.detach().to("cpu", torch.float32).contiguous().numpy()
-        (logits,) = self.session.run(["logits"], {"pixel_values": pixels})
-        return torch.from_numpy(logits)
-
-
-def is_onnx_folder(model: str | PathLike) -> bool:
-    """An exported folder without PyTorch weights (what ``--backend auto`` runs with ONNX)."""
-    folder = Path(model)
-    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
-    return folder.is_dir() and bool(onnx_files(folder)) and not has_weights

@@ -74,7 +74,7 @@ def load_classifier(model_name_or_path: str):
     """A classifier checkpoint (folder or Hub id); a clear error for an encoder without a head."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    from .export import is_onnx_folder
+    from .onnx_runtime import is_onnx_folder
 
     if is_onnx_folder(model_name_or_path):
         raise ValueError(
@@ -93,23 +93,23 @@ def load_classifier(model_name_or_path: str):
 
 def load_model(model_name_or_path: str, backend: str = "auto"):
     """The classifier to predict with: a PyTorch model (``load_classifier``) or an exported ONNX
-    folder run by ONNX Runtime (``export.OnnxClassifier``). ``auto``: ONNX for a folder holding
+    folder run by ONNX Runtime (``onnx_runtime.OnnxClassifier``). ``auto``: ONNX for a folder holding
     an ``onnx/`` export and no PyTorch weights, PyTorch otherwise."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     if backend == "auto":
-        from .export import is_onnx_folder
+        from .onnx_runtime import is_onnx_folder
 
         backend = "onnx" if is_onnx_folder(model_name_or_path) else "torch"
     if backend == "onnx":
-        from .export import OnnxClassifier
+        from .onnx_runtime import OnnxClassifier
 
         return OnnxClassifier(model_name_or_path)
     return load_classifier(model_name_or_path)
 
 
 def is_onnx(model) -> bool:
-    from .export import OnnxClassifier
+    from .onnx_runtime import OnnxClassifier
 
     return isinstance(model, OnnxClassifier)
 

@@ -13,7 +13,8 @@ from hf_cxr_mae import CXRViTForImageClassification
 from hf_cxr_mae.cli import main as cli
 from hf_cxr_mae.compare import load_model as compare_load_model
 from hf_cxr_mae.compare import run_compare
-from hf_cxr_mae.export import OnnxClassifier, export_onnx, synthetic_check_images
+from hf_cxr_mae.export import export_onnx, synthetic_check_images
+from hf_cxr_mae.onnx_runtime import OnnxClassifier
 from hf_cxr_mae.predict import load_model, predict_files, predict_to_file
 from hf_cxr_mae.prediction_files import read_predictions
 

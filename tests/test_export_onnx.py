@@ -11,13 +11,8 @@ from helpers import save_classifier, tiny_classifier
 
 from hf_cxr_mae import CXRViTForImageClassification
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.export import (
-    FILES,
-    INT8_PROBABILITY_TOLERANCE,
-    OnnxClassifier,
-    export_onnx,
-    synthetic_check_images,
-)
+from hf_cxr_mae.export import INT8_PROBABILITY_TOLERANCE, export_onnx, synthetic_check_images
+from hf_cxr_mae.onnx_runtime import FILES, OnnxClassifier
 from hf_cxr_mae.predict import load_model
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Nodule"]
