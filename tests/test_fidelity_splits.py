@@ -549,3 +549,29 @@ def test_protocol_values_are_checked(nih_dir):
         load_cxr_dataset("nih14", nih_dir, image_dir="images", protocol="papr")
     with pytest.raises(ValueError, match="not both"):
         load_cxr_dataset("nih14", nih_dir, protocol="paper", split_files="train=x.txt")
+
+
+def test_split_file_paths_may_hold_commas(nih_dir, tmp_path):
+    """The flag form splits on a comma only where ``split=`` follows it."""
+    folder = tmp_path / "runs,2026"
+    folder.mkdir()
+    (folder / "train, all.txt").write_text("00000001_000.png\n")
+    (folder / "test.txt").write_text("00000003_000.png\n")
+    from hf_cxr_mae.data.split_files import parse_split_files
+
+    parsed = parse_split_files(f"train={folder / 'train, all.txt'}, test={folder / 'test.txt'}")
+    assert parsed == {"train": folder / "train, all.txt", "test": folder / "test.txt"}
+    with pytest.raises(ValueError, match="unknown split 'tset'"):
+        parse_split_files(f"train={folder / 'train, all.txt'},tset={folder / 'test.txt'}")
+
+
+def test_a_header_line_in_a_split_file_is_named_as_such(nih_dir, tmp_path):
+    listed = tmp_path / "train.txt"
+    listed.write_text("Image_Index\n00000075_000.png\n")
+    with pytest.raises(DataValidationError, match=r"train\.txt line 1: Image_Index is not in .*"
+                       r"it looks like a header line: split files have none, delete it"):  # fmt: skip
+        load_cxr_dataset("nih14", nih_dir, image_dir="images", split_files=f"train={listed}")
+    listed.write_text("99999999_000.png\n00000075_000.png\n")  # an unknown image is not a header
+    with pytest.raises(DataValidationError) as raised:
+        load_cxr_dataset("nih14", nih_dir, image_dir="images", split_files=f"train={listed}")
+    assert "looks like a header" not in str(raised.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import logging
 import lzma
+import re
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ from datasets import DatasetDict
 
 from .building import build_splits
 from .files import read_text
+from .image_paths import IMAGE_SUFFIXES
 from .splits import patient_split
 from .validation import DataValidationError, Problem, format_problems, raise_or_skip
 
@@ -40,6 +42,10 @@ _PAPER_NAMES = {
 }
 
 
+# A comma followed by ``name=`` (any word, so a misspelt split is still named in the error).
+_ITEM_START = re.compile(r",(?=\s*\w+\s*=)")
+
+
 def paper_split_files() -> dict[str, Path]:
     """The paper's NIH ChestX-ray14 split files shipped in the package (see the README beside them)."""
     folder = resources.files("hf_cxr_mae.data") / "nih_paper_split"
@@ -51,12 +57,14 @@ def parse_split_files(
 ) -> dict[str, Path]:
     """``{"train": path, ...}`` from a mapping or the flag form ``"train=a.txt,validation=b.txt"``.
 
-    Split names may be train, validation (val, valid) and test; train is required. A relative
-    path not found from the working directory is looked up in ``data_dir``.
+    Split names may be train, validation (val, valid) and test; train is required. In the flag
+    form a comma starts a new item only when ``split=`` follows it, so paths may hold commas. A
+    relative path not found from the working directory is looked up in ``data_dir``.
     """
     if isinstance(split_files, str):
         pairs = {}
-        for item in filter(None, (p.strip() for p in split_files.split(","))):
+        items = _ITEM_START.split(split_files)
+        for item in filter(None, (p.strip() for p in items)):
             key, sep, value = item.partition("=")
             if not sep or not key.strip() or not value.strip():
                 raise ValueError(
@@ -210,7 +218,7 @@ def assign_split_files(
     picked: dict[str, list[tuple[int, str]]] = {}
     for split, path in split_files.items():
         picked[split] = []
-        for where, name, tokens in read_split_file(path):
+        for number, (where, name, tokens) in enumerate(read_split_file(path)):
             if name in ambiguous:
                 paths = sorted(str(records["path"].iloc[r]) for r in ambiguous[name])
                 problems.append(Problem(where, f"{name} names {len(paths)} images {paths}"))
@@ -220,7 +228,14 @@ def assign_split_files(
                 left_out = (
                     " (or its row was left out as bad, see above)" if on_bad == "skip" else ""
                 )
-                problems.append(Problem(where, f"{name} is not in {table}{left_out}"))
+                header = (
+                    "; it looks like a header line: split files have none, delete it"
+                    if number == 0
+                    and not any(c.isdigit() for c in name)
+                    and not name.lower().endswith(IMAGE_SUFFIXES)
+                    else ""
+                )
+                problems.append(Problem(where, f"{name} is not in {table}{left_out}{header}"))
                 continue
             if (why := _label_problem(tokens, targets[row], label_names, class_names)) is not None:
                 problems.append(Problem(where, f"{name}: {why} ({wheres[row]})"))
