@@ -86,6 +86,28 @@ def test_csv_same_patient_in_two_splits(tmp_path):
     assert "line 2" in text and "line 4" in text and "'p1'" in text, text
 
 
+def test_patient_ids_with_and_without_leading_zeros_are_one_patient(tmp_path):
+    """``00075`` in one split and ``75`` in another is the same patient (a string column: the
+    other ids are not numbers, so pandas keeps the zeros)."""
+    d = csv_folder(
+        tmp_path,
+        "path,A,pid,split\na.png,1,00075,train\nb.png,0,p2,train\nc.png,1,75,test\n"
+        "d.png,0,p3,test\n",
+        ["a.png", "b.png", "c.png", "d.png"],
+    )
+    with pytest.raises(DataValidationError) as err:
+        load_cxr_dataset("csv", d, split_column="split", patient_column="pid", validation_size=1)
+    text = str(err.value)
+    assert "line 2" in text and "line 4" in text and "patient '75'" in text, text
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"patient_id": ["00075", "75", " 75", "p2", "p3", "p4"]})
+    for seed in range(5):
+        train, val = patient_split(ds, 0.3, seed=seed)
+        sides = {p.strip().lstrip("0") for p in val["patient_id"]}
+        assert not sides & {p.strip().lstrip("0") for p in train["patient_id"]}, seed
+
+
 def test_csv_leak_skipped_from_training_and_counted(tmp_path, caplog):
     d = csv_folder(
         tmp_path,

@@ -15,6 +15,17 @@ from .validation import Problem, raise_or_skip
 _HELD_OUT_FIRST = {"test": 0, "validation": 1, "train": 2}
 
 
+def patient_key(patient: object) -> str | None:
+    """The form patient ids are compared in: trimmed, and a number without its leading zeros
+    (one table's ``00075`` and another's ``75`` are the same NIH patient); None when missing."""
+    if comparable(patient) is None:
+        return None
+    text = str(patient).strip()
+    if not text:
+        return None
+    return str(int(text)) if text.isascii() and text.isdigit() else text
+
+
 def _split_owners(parts: Mapping[str, pd.DataFrame]) -> dict[str, set[str]]:
     """The splits each path is listed in."""
     splits_of: dict[str, set[str]] = {}
@@ -42,8 +53,8 @@ def check_split_overlap(parts: Mapping[str, pd.DataFrame], on_bad: str) -> dict[
             keys = [("image", path)]
             if path in content:
                 keys.append(("bytes", content[path]))
-            if comparable(patient) is not None:
-                keys.append(("patient", str(patient)))
+            if (key := patient_key(patient)) is not None:
+                keys.append(("patient", key))
             for kind, value in keys:
                 other, other_where, other_path = owners.setdefault(
                     (kind, value), (split, where, path)
@@ -70,7 +81,8 @@ def patient_split(
     taken in a seeded random order until it is reached. Rows with no patient id count as their
     own patient.
     """
-    patients = [p if p is not None else f"__row{i}" for i, p in enumerate(dataset["patient_id"])]
+    keys = [patient_key(p) for p in dataset["patient_id"]]
+    patients = [k if k is not None else f"__row{i}" for i, k in enumerate(keys)]
     target = validation_size * len(patients) if validation_size < 1 else validation_size
     if not 0 < target < len(patients):
         raise ValueError(
