@@ -528,6 +528,11 @@ PAPER_FINETUNE = {
     "dataloader_drop_last": True, "load_best_model_at_end": True, "metric_for_best_model": "mauc",
     "seed": 0,
 }  # fmt: skip
+# main_linprobe_chestxray.py's defaults (the paper reports no linear probe; its repository has one).
+OFFICIAL_LINPROBE = {
+    "per_device_train_batch_size": 512, "num_train_epochs": 90, "warmup_epochs": 10, "blr": 0.1,
+    "min_lr": 0.0, "weight_decay": 0.0, "dataloader_drop_last": True,
+}  # fmt: skip
 PAPER_RUNS = {
     "pretrain_vit_small.yaml": PAPER_PRETRAIN
     | {"preset": "vit-small-patch16-dec512d2b", "dataset": ["nih14", "chexpert"]},
@@ -603,3 +608,11 @@ def test_pretraining_crops_at_the_papers_scale_when_the_config_names_none(tmp_pa
     with pytest.raises(Stop):
         pretrain.run_pretrain(model, data, train)
     assert seen["crop_min"] == 0.5
+
+
+def test_linear_probe_defaults_are_the_official_scripts():
+    from hf_cxr_mae.training.arguments import LinprobeArguments
+
+    args = LinprobeArguments(output_dir="unused")
+    got = {name: getattr(args, name) for name in OFFICIAL_LINPROBE}
+    assert got == OFFICIAL_LINPROBE

@@ -474,6 +474,9 @@ class LinprobeArguments(FinetuneArguments):
     layer_decay: float | None = field(
         default=None, metadata={"help": "Unused: only the head trains."}
     )
+    per_device_train_batch_size: int = field(
+        default=512, metadata={"help": "Per-device batch (official linear probe: 512 per GPU)."}
+    )
     operating_point: str = field(
         default="none",
         metadata={"help": "Not available: fine-tune for thresholds stored with the model."},
