@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -115,12 +116,28 @@ def is_onnx(model) -> bool:
 
 
 def model_identity(model) -> str:
-    """What predicted: the ONNX graph file, or the model folder (resolved) or Hub id; "" for an
-    in-memory model without a name."""
+    """What predicted: the ONNX graph file, or the model folder (resolved) or Hub id, with a
+    fingerprint of the weights files (a model re-trained into the same folder is another
+    model); "" for an in-memory model without a name."""
     if is_onnx(model):
-        return str(Path(model.path).resolve())
+        graph = Path(model.path).resolve()
+        return f"{graph} sha256:{_files_sha256([graph])}"
     name = str(getattr(model, "name_or_path", "") or "")
-    return str(Path(name).resolve()) if name and Path(name).exists() else name
+    if not (name and Path(name).exists()):
+        return name
+    folder = Path(name).resolve()
+    weights = sorted([*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")])
+    return f"{folder} sha256:{_files_sha256(weights)}" if weights else str(folder)
+
+
+def _files_sha256(paths: Sequence[Path]) -> str:
+    """The first 16 hex digits of one SHA-256 over the files' bytes (about 1 s per GB)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _settings(model):
@@ -227,19 +244,60 @@ def predict_files(
 
 
 def done_paths(output: Path) -> set[str]:
-    """The files a previous run already wrote to ``output`` (CSV or JSON lines): skipped on rerun."""
+    """The files a previous run already predicted into ``output`` (CSV or JSON lines): skipped
+    on rerun. Rows that failed (an ``error``) are not done: see ``drop_failed_rows``."""
+    return {row["path"] for row in _rows(output) if row.get("path") and not row.get("error")}
+
+
+def _rows(output: Path) -> list[dict]:
+    """The rows of a results file (JSON lines: a line cut short by a crash is left out)."""
     if not output.is_file():
-        return set()
+        return []
     if output.suffix == ".jsonl":
-        done = set()
+        rows = []
         for line in output.read_text(encoding="utf-8").splitlines():
             try:
-                done.add(json.loads(line)["path"])
-            except (ValueError, KeyError):  # a line cut short by a crash: predicted again
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut short by a crash: predicted again
                 continue
-        return done
+        return rows
     with output.open(newline="", encoding="utf-8") as f:
-        return {row["path"] for row in csv.DictReader(f) if row.get("path")}
+        return list(csv.DictReader(f))
+
+
+def drop_failed_rows(output: Path) -> int:
+    """Remove the rows of images that could not be read from ``output`` (rewritten through a
+    temporary file, so a crash leaves the old file), so that a rerun tries them again without
+    leaving two rows for one image; returns how many were removed."""
+    if not output.is_file():
+        return 0
+    temporary = output.with_name(output.name + ".rewrite")
+    if output.suffix == ".jsonl":
+        with output.open("rb") as f:
+            lines = f.read().splitlines(keepends=True)
+        keep = [line for line in lines if not _is_error_line(line)]
+        removed = len(lines) - len(keep)
+        if removed:
+            temporary.write_bytes(b"".join(keep))
+    else:  # csv.reader: an error message may span lines inside its quotes
+        with output.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        keep = rows[:1] + [row for row in rows[1:] if len(row) < 2 or not row[1]]
+        removed = len(rows) - len(keep)
+        if removed:
+            with temporary.open("w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(keep)
+    if removed:
+        os.replace(temporary, output)
+        logger.warning("%s: %d images that failed before are tried again.", output, removed)
+    return removed
+
+
+def _is_error_line(line: bytes) -> bool:
+    try:
+        return bool(json.loads(line).get("error"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def drop_partial_row(output: Path) -> None:
@@ -323,13 +381,16 @@ def predict_to_file(
 ) -> tuple[int, int, int]:
     """Predict ``paths`` into ``output`` (CSV, or JSON lines for ``.jsonl``) batch by batch,
     decoding in ``num_workers`` processes (default: the CPUs, at most 4) with a tqdm bar.
-    With ``resume``, files already in ``output`` are skipped; ``<output>.model`` records the model,
-    and a file another model wrote is refused. Returns (predicted, failed, skipped)."""
+    With ``resume``, files already predicted in ``output`` are skipped (failed ones are tried
+    again); ``<output>.model`` records the model and its weights' fingerprint, and a file another
+    model (or an earlier state of this folder) wrote is refused. Returns (predicted, failed,
+    skipped)."""
     from tqdm.auto import tqdm
 
     output = Path(output)
     if resume:
         drop_partial_row(output)
+        drop_failed_rows(output)
     done = done_paths(output) if resume else set()
     if not resume and output.exists():
         output.unlink()

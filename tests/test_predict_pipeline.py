@@ -105,11 +105,52 @@ def test_an_injected_crash_keeps_the_finished_batches_and_a_rerun_skips_them(
     predicted, failed, skipped = predict_to_file(
         model, images, output, batch_size=4, fast=False, progress=False
     )
-    assert skipped == 8 and predicted + failed == len(images) - 8
+    # The unreadable img05 (in the second batch) failed: it is tried again, not skipped.
+    assert skipped == 7 and predicted + failed == len(images) - 7
     import json
 
     paths = [json.loads(line)["path"] for line in output.read_text().splitlines()]
     assert sorted(paths) == sorted(map(str, images))  # each file once
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_failed_images_are_tried_again_on_resume(classifier_dir, images, tmp_path, suffix):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    copies = []
+    for image in images[:6]:
+        copies.append(folder / image.name)
+        copies[-1].write_bytes(image.read_bytes())
+    broken = folder / "img05.png"  # unreadable in the fixture
+    model = load_model(str(classifier_dir))
+    output = tmp_path / f"out{suffix}"
+    assert predict_to_file(model, copies, output, fast=False, progress=False) == (5, 1, 0)
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(broken)  # the user fixes the file
+    assert predict_to_file(model, copies, output, fast=False, progress=False) == (1, 0, 5)
+    if suffix == ".csv":
+        rows = _rows(output)
+    else:
+        import json
+
+        rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["path"] for r in rows) == sorted(map(str, copies))  # each image once
+    fixed = next(r for r in rows if r["path"] == str(broken))
+    assert not fixed.get("error")
+    (expected,), _ = predict_files(model, [broken], fast=False)
+    got = fixed["probabilities"] if suffix == ".jsonl" else {n: float(fixed[n]) for n in LABELS}
+    assert got == pytest.approx(expected.probabilities, abs=1e-7)
+
+
+def test_a_model_retrained_into_the_same_folder_does_not_resume_the_old_file(images, tmp_path):
+    folder = save_classifier(tiny_classifier(LABELS), tmp_path / "model")
+    output = tmp_path / "out.csv"
+    predict_to_file(load_model(str(folder)), images[:3], output, fast=False, progress=False)
+    retrained = tiny_classifier(LABELS)
+    for parameter in retrained.parameters():
+        parameter.data.add_(0.01)
+    save_classifier(retrained, folder)  # same folder, other weights
+    with pytest.raises(ValueError, match="another model"):
+        predict_to_file(load_model(str(folder)), images[:6], output, fast=False, progress=False)
 
 
 CHILD = textwrap.dedent(
@@ -156,10 +197,11 @@ def test_a_run_killed_half_way_keeps_its_partial_results(classifier_dir, images,
         np.testing.assert_allclose(
             [float(row[n]) for n in LABELS], list(result.probabilities.values()), atol=1e-6
         )
-    # The rerun finishes the folder without predicting the kept rows again.
+    # The rerun finishes the folder without predicting the kept rows again (the failed one is
+    # tried again, so it moves to the end).
     subprocess.run(command[:2] + command[2:], env=env, check=True, capture_output=True)
     final = _rows(output)
-    assert final[: len(rows)] == rows and sorted(r["path"] for r in final) == sorted(
+    assert final[: len(done)] == done and sorted(r["path"] for r in final) == sorted(
         map(str, images)
     )
 
