@@ -34,7 +34,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 from worker import peak_rss_mib, report_result, run_in_subprocess
 
 SIZES = {"vit-s": ("vit-small-patch16", 384, 12, 6), "vit-b": ("vit-base-patch16", 768, 12, 12)}
@@ -55,6 +54,8 @@ SPEED_GOAL, MAUC_GOAL, PROB_GOAL = 3.0, 0.005, 0.02
 
 def random_classifier(model: str):
     """Our classifier with random weights (seed 0), as the speed rows time it."""
+    import torch
+
     from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification
 
     torch.manual_seed(0)
@@ -63,6 +64,39 @@ def random_classifier(model: str):
 
 
 def worker(spec: dict) -> dict:
+    """One row, in its own process: images/s and peak memory. The ONNX rows never import torch
+    (numpy input, same seed and shape), so their peak RSS is what an ONNX Runtime server holds."""
+    if spec["impl"].startswith("onnx"):
+        from hf_cxr_mae.onnx_runtime import OnnxClassifier
+
+        x = np.random.default_rng(0).standard_normal((spec["batch"], 3, 224, 224), np.float32)
+        variant = IMPLS[spec["impl"]][2] or "fp32"
+        run, sync = partial(OnnxClassifier(spec["onnx_dir"], variant=variant), x), None
+    else:
+        run, sync = torch_run(spec)
+    for _ in range(spec["warmup"]):
+        run()
+    if sync:
+        sync()
+    start = time.perf_counter()
+    for _ in range(spec["steps"]):
+        run()
+    if sync:
+        sync()
+    seconds = time.perf_counter() - start
+    if spec["device"] == "cuda" and not spec["impl"].startswith("onnx"):
+        import torch
+
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = peak_rss_mib()
+    return {"images_per_s": spec["batch"] * spec["steps"] / seconds, "peak_mib": peak}
+
+
+def torch_run(spec: dict) -> tuple:
+    """(run, synchronise) of a PyTorch row: timm or ours, on the spec's device."""
+    import torch
+
     torch.manual_seed(0)
     device = spec["device"]
     _, width, depth, heads = SIZES[spec["model"]]
@@ -79,10 +113,6 @@ def worker(spec: dict) -> dict:
         def run():
             with torch.no_grad():
                 return model(x)
-    elif impl.startswith("onnx"):
-        from hf_cxr_mae.onnx_runtime import OnnxClassifier
-
-        run = partial(OnnxClassifier(spec["onnx_dir"], variant=IMPLS[impl][2] or "fp32"), x)
     else:
         from hf_cxr_mae.inference import fast_classifier
 
@@ -94,17 +124,7 @@ def worker(spec: dict) -> dict:
                     return model(x).logits
         else:
             run = partial(fast_classifier(model, compile=IMPLS[impl][1]), x)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(spec["warmup"]):
-        run()
-    sync()
-    start = time.perf_counter()
-    for _ in range(spec["steps"]):
-        run()
-    sync()
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mib()
-    return {"images_per_s": spec["batch"] * spec["steps"] / seconds, "peak_mib": peak}
+    return run, (torch.cuda.synchronize if device == "cuda" else None)
 
 
 def export_variants(
@@ -202,6 +222,7 @@ def speed_rows(args, tmp: Path) -> list[tuple]:
 
 def accuracy_rows(args, tmp: Path) -> tuple[list[dict], str]:
     """Each ONNX variant of the fine-tuned ViT-S against it in fp32 PyTorch, on held-out images."""
+    import torch
     from finetuned_vit_s import finetuned_vit_s, held_out_images, with_fitted_head
 
     from hf_cxr_mae.metrics.classification import multilabel_metrics, sigmoid
@@ -261,6 +282,8 @@ def accuracy_rows(args, tmp: Path) -> tuple[list[dict], str]:
 
 
 def print_speed(args, rows: list[tuple]) -> None:
+    import torch
+
     print(
         f"\nClassifier inference, batch {args.batch}, 224 px, 14 labels; {args.device} "
         f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "

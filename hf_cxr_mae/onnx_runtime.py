@@ -1,15 +1,30 @@
-"""Running an exported classifier with ONNX Runtime (no PyTorch needed to serve it).
+"""Running an exported classifier with ONNX Runtime: serving needs onnxruntime, numpy and Pillow
+(pydicom for DICOM), not PyTorch or transformers.
 
 A folder written by ``hf-cxr-mae export`` holds ``onnx/model.onnx`` (fp32) and optionally
-``onnx/model_int8_dynamic.onnx`` / ``onnx/model_int8_static.onnx``; ``OnnxClassifier`` runs one.
+``onnx/model_int8_dynamic.onnx`` / ``onnx/model_int8_static.onnx``; ``OnnxClassifier`` runs one::
+
+    model = OnnxClassifier("out/finetune-onnx")
+    probabilities = model.predict_proba(["a.png", "b.dcm"])  # (images, findings), numpy
+
+Importing this module imports neither torch nor transformers (a serving process saves ~0.75 GB);
+keep it so: ``tests/test_onnx_runtime.py`` checks it in a fresh interpreter.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import sys
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
+from PIL import Image
+
+from .metrics.classification import probabilities
 
 ONNX_DIR = "onnx"
 FILES = {
@@ -23,6 +38,7 @@ PREFERENCE = ("dynamic", "static", None)
 
 
 def session(path: Path | str, threads: int = 0):
+    """An ONNX Runtime CPU session of one graph, all graph optimisations on."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -38,9 +54,95 @@ def onnx_files(folder: str | PathLike) -> dict[str | None, Path]:
     return {v: onnx_dir / name for v, name in FILES.items() if (onnx_dir / name).is_file()}
 
 
+class FolderConfig:
+    """A folder's ``config.json``, read-only, as transformers' config answers the questions
+    predict, the demo and the reports ask: every key as an attribute (a missing one raises
+    ``AttributeError``, so ``getattr(config, key, default)`` works), ``id2label`` with int keys,
+    ``label2id``, ``num_labels``, ``problem_type`` and ``architectures`` (None when absent).
+    Attributes are copies: changing one leaves the config as it is."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        values = dict(values)
+        # As PretrainedConfig: labels from id2label (keys as ints), else num_labels (default 2).
+        id2label = values.get("id2label") or {
+            i: f"LABEL_{i}" for i in range(int(values.get("num_labels", 2)))
+        }
+        values["id2label"] = {int(k): v for k, v in id2label.items()}
+        values["label2id"] = values.get("label2id") or {v: k for k, v in values["id2label"].items()}
+        values["num_labels"] = len(values["id2label"])
+        values.setdefault("problem_type", None)
+        values.setdefault("architectures", None)
+        object.__setattr__(self, "_values", values)
+
+    @classmethod
+    def from_folder(cls, folder: str | PathLike) -> FolderConfig:
+        return cls(json.loads(Path(folder, "config.json").read_text(encoding="utf-8")))
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("_values", {})
+        if name not in values:
+            raise AttributeError(f"config has no {name!r}")
+        return copy.deepcopy(values[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only (setting {name!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._values)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._values!r})"
+
+
+def _image(item: Image.Image | str | PathLike) -> Image.Image:
+    """One grey 8-bit image, read as ``predict`` reads files (16-bit by its range, DICOM windows,
+    alpha on black): X-rays hold one channel, which the model sees in each of its channels."""
+    if isinstance(item, Image.Image) and item.mode == "L":
+        return item
+    # Lazy: hf_cxr_mae.data imports `datasets` (~110 MiB, no torch); pixel inputs never need it.
+    from .data.images import read_xray, to_grayscale
+
+    return to_grayscale(item) if isinstance(item, Image.Image) else read_xray(item)
+
+
+def _pixels(image: Image.Image, settings: dict[str, Any], channels: int) -> np.ndarray:
+    """One grey image through an image processor's settings (``OnnxClassifier.preprocess``)."""
+    size, crop = settings.get("size") or {}, settings.get("crop_size") or {}
+    if settings.get("do_resize"):
+        width, height = image.size
+        if "shortest_edge" in size and "longest_edge" not in size:
+            # transformers' rule (torchvision's): the long side is truncated, not rounded.
+            short, long = sorted((width, height))
+            new = (size["shortest_edge"], int(size["shortest_edge"] * long / short))
+            width, height = new if width <= height else new[::-1]
+        elif {"height", "width"} <= set(size):
+            width, height = size["width"], size["height"]
+        else:
+            raise ValueError(f"preprocess cannot resize to {size}; pass pixel values instead.")
+        image = image.resize((width, height), Image.Resampling(settings.get("resample", 2)))
+    pixels = np.asarray(image)
+    if settings.get("do_center_crop"):
+        top = (pixels.shape[0] - crop["height"]) // 2
+        left = (pixels.shape[1] - crop["width"]) // 2
+        if top < 0 or left < 0:
+            raise ValueError(f"an image of {image.size} is smaller than the crop {crop}.")
+        pixels = pixels[top : top + crop["height"], left : left + crop["width"]]
+    pixels = np.repeat(pixels[None], channels, axis=0)
+    if settings.get("do_rescale"):  # as transformers: scaled in float64, then float32
+        pixels = (pixels.astype(np.float64) * settings["rescale_factor"]).astype(np.float32)
+    if settings.get("do_normalize"):
+        mean = np.asarray(settings["image_mean"], np.float32).reshape(-1, 1, 1)
+        std = np.asarray(settings["image_std"], np.float32).reshape(-1, 1, 1)
+        pixels = (pixels - mean) / std
+    return pixels.astype(np.float32)
+
+
 class OnnxClassifier:
-    """An exported classifier run by ONNX Runtime on the CPU: ``model(pixel_values) -> logits``
-    (torch tensors, float32), ``model.config`` the transformers config of the folder.
+    """An exported classifier run by ONNX Runtime on the CPU.
+
+    ``model(pixel_values) -> logits`` (float32; a numpy array in gives numpy out, a torch tensor
+    gives a torch tensor), ``model.predict_proba(images) -> probabilities``, ``model.config`` the
+    folder's ``config.json`` (``FolderConfig``: labels, problem type, operating points).
 
     ``variant``: ``None`` picks the fastest graph present (int8 dynamic, int8 static, fp32);
     ``"fp32"``, ``"dynamic"`` or ``"static"`` ask for one. ``threads``: ONNX Runtime's intra-op
@@ -49,8 +151,6 @@ class OnnxClassifier:
     def __init__(
         self, folder: str | PathLike, variant: str | None = None, threads: int = 0
     ) -> None:
-        from transformers import AutoConfig
-
         files = onnx_files(folder)
         if not files:
             raise FileNotFoundError(
@@ -65,15 +165,41 @@ class OnnxClassifier:
                 f"{folder} has no {variant} graph ({ONNX_DIR}/{FILES.get(key, variant)}); it has "
                 f"{', '.join(p.name for p in files.values())}."
             )
+        self.folder = Path(folder)
         self.path = files[key]
         self.variant = "fp32" if key is None else f"int8 {key}"
-        self.config = AutoConfig.from_pretrained(folder)
+        self.config = FolderConfig.from_folder(folder)
         self.session = session(self.path, threads)
 
-    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pixels = pixel_values.detach().to("cpu", torch.float32).contiguous().numpy()
+    def __call__(self, pixel_values: Any) -> Any:
+        torch = sys.modules.get("torch")  # a tensor can only come from a process that has torch
+        if torch is not None and isinstance(pixel_values, torch.Tensor):
+            pixels = pixel_values.detach().to("cpu", torch.float32).contiguous().numpy()
+            return torch.from_numpy(self._run(pixels))
+        return self._run(np.ascontiguousarray(pixel_values, dtype=np.float32))
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
         (logits,) = self.session.run(["logits"], {"pixel_values": pixels})
-        return torch.from_numpy(logits)
+        return logits
+
+    def preprocess(self, images: Sequence[Image.Image | str | PathLike]) -> np.ndarray:
+        """Pixel values ``(n, channels, height, width)`` float32 of PIL images or files (PNG,
+        JPEG, DICOM), by the folder's ``preprocessor_config.json`` as transformers' PIL image
+        processor applies it: resize (its ``size``, ``resample``), centre crop, rescale,
+        normalise; the grey image is repeated over the model's ``num_channels``."""
+        settings = json.loads((self.folder / "preprocessor_config.json").read_text("utf-8"))
+        channels = int(getattr(self.config, "num_channels", 3))
+        return np.stack([_pixels(_image(item), settings, channels) for item in images])
+
+    def predict_proba(self, images: Any) -> np.ndarray:
+        """Probabilities ``(n, num_labels)`` float32 of images or files (``preprocess``), or of
+        pixel values (a 4-D array): sigmoid per finding, softmax for a single-label model (a
+        fitted temperature is already folded into the graph's head)."""
+        if isinstance(images, (str, PathLike, Image.Image)):
+            images = [images]
+        is_pixels = getattr(images, "ndim", None) == 4
+        logits = self(images if is_pixels else self.preprocess(images))
+        return probabilities(logits, self.config.problem_type).astype(np.float32)
 
 
 def is_onnx_folder(model: str | PathLike) -> bool:

@@ -7,6 +7,10 @@
   module, no weights), which is what the data room needs to read a model's image settings; the
   test below checks that it stays free of torch.
 * The library never imports the ``recipes`` scripts.
+* ONNX serving stays light: ``onnx_runtime`` imports neither torch nor transformers (not even in
+  a function), of the package only the X-ray reader and the numpy probabilities, and the package ``__init__`` imports no
+  submodule when it runs (its names load lazily); ``tests/test_onnx_runtime.py`` checks the
+  result in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -89,3 +93,18 @@ def test_configuration_holds_no_torch_code():
 def test_the_library_never_imports_recipes():
     bad = {name: sorted(hits(i, "recipes")) for name, i in modules().items() if hits(i, "recipes")}
     assert not bad, f"the library imports the recipes: {bad}"
+
+
+def test_onnx_serving_imports_neither_torch_nor_transformers():
+    imported = modules()["hf_cxr_mae.onnx_runtime"]
+    assert not hits(imported, "torch") and not hits(imported, "transformers"), sorted(imported)
+    light = ("hf_cxr_mae.data.images", "hf_cxr_mae.metrics.classification")
+    ours = {i for i in hits(imported, "hf_cxr_mae") if not i.startswith(light)}
+    assert not ours, f"onnx_runtime imports {sorted(ours)}; only {light} are light"
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    eager = [  # top-level imports of the package __init__, outside ``if TYPE_CHECKING:``
+        ast.unparse(node)
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and (node.level or node.module == "hf_cxr_mae")
+    ]
+    assert not eager, f"hf_cxr_mae/__init__.py imports submodules when it runs: {eager}"
