@@ -126,7 +126,9 @@ def _decisions(probs: np.ndarray, config: Any) -> np.ndarray:
         return probs.argmax(-1)
     points = (getattr(config, "operating_points", None) or {}).get("thresholds") or {}
     names = [config.id2label[i] for i in range(config.num_labels)]
-    return probs >= np.array([points.get(name, 0.5) for name in names])
+    # A finding without a threshold (undefined on validation) is stored as None: 0.5 then.
+    limits = [0.5 if points.get(name) is None else points[name] for name in names]
+    return probs >= np.array(limits, dtype=np.float64)
 
 
 def verify(
@@ -248,7 +250,8 @@ Checked against the PyTorch model (fp32) before writing; a graph outside its tol
 ```python
 from hf_cxr_mae.onnx_runtime import OnnxClassifier
 model = OnnxClassifier("path/to/this/folder")   # the fastest graph here; model.config: labels
-logits = model(pixel_values)                      # torch.Tensor in, torch.Tensor out
+probabilities = model.predict_proba(["xray.png"])  # (images, findings), numpy; no torch
+logits = model(pixel_values)                        # numpy or torch in, the same out
 ```
 Or `hf-cxr-mae predict --model path/to/this/folder images/` (Grad-CAM heatmaps need PyTorch).
 {CARD_END}

@@ -182,3 +182,18 @@ def test_export_command_calibrates_static_int8_on_real_xrays(classifier_dir, nih
     # Static without images to calibrate on is refused in words.
     with pytest.raises(SystemExit, match="--int8 static calibrates on X-rays"):
         cli(["export", str(classifier_dir), str(tmp_path / "x"), "--int8", "static"])
+
+
+def test_a_finding_without_a_stored_threshold_is_checked_at_one_half(tmp_path):
+    """Operating points store None for a finding undefined on validation; the agreement check
+    used to fail on it with a TypeError."""
+    from hf_cxr_mae.export import _decisions
+
+    points = {"method": "youden", "thresholds": {"Atelectasis": 0.2, "Cardiomegaly": None}}
+    model = tiny_classifier(LABELS, operating_points=points)
+    probs = np.array([[0.3, 0.4, 0.6, 0.1], [0.1, 0.6, 0.4, 0.9]])
+    decided = _decisions(probs, model.config)
+    np.testing.assert_array_equal(decided, [[1, 0, 1, 0], [0, 1, 0, 1]])
+    export_onnx(model, tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "onnx" / "export.json").read_text())
+    assert record["model.onnx"]["agreement"] == 1.0
