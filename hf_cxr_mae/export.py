@@ -37,7 +37,7 @@ import torch
 
 from .metrics.classification import probabilities
 from .onnx_graph import fuse_attention, quantize
-from .onnx_runtime import FILES, ONNX_DIR, onnx_files, session
+from .onnx_runtime import FILES, ONNX_DIR, files_sha256, onnx_files, session, weights_files
 
 logger = logging.getLogger(__name__)
 
@@ -372,6 +372,8 @@ def export_onnx(
         for check in checks:
             shutil.move(work / check.variant, target / check.variant)
     record["weights_sha256"] = weights
+    if source and weights_files(source):  # checked by OnnxClassifier against the files beside it
+        record["source_weights_sha256"] = files_sha256(weights_files(source))
     record.update({c.variant: asdict(c) | {"attention_blocks_fused": fused} for c in checks})
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     config.save_pretrained(out_dir)

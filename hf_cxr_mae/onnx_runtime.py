@@ -14,6 +14,7 @@ keep it so: ``tests/test_onnx_runtime.py`` checks it in a fresh interpreter.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -52,6 +53,40 @@ def onnx_files(folder: str | PathLike) -> dict[str | None, Path]:
     """The graphs an exported folder holds, by variant (None: fp32)."""
     onnx_dir = Path(folder) / ONNX_DIR
     return {v: onnx_dir / name for v, name in FILES.items() if (onnx_dir / name).is_file()}
+
+
+def weights_files(folder: str | PathLike) -> list[Path]:
+    """A model folder's PyTorch weights files (safetensors or ``pytorch_model*.bin``), sorted."""
+    folder = Path(folder)
+    return sorted([*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")])
+
+
+def files_sha256(paths: Sequence[Path]) -> str:
+    """The first 16 hex digits of one SHA-256 over the files' bytes (about 1 s per GB): which
+    weights a graph or a predictions file came from."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with Path(path).open("rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def check_graphs_match_weights(folder: str | PathLike) -> None:
+    """Refuse a folder whose ``onnx/`` graphs were exported from other weights than the PyTorch
+    weights beside them (a model re-trained into the folder after its export): running them
+    would answer in the new model's name with the old model's numbers."""
+    record_path = Path(folder) / ONNX_DIR / "export.json"
+    weights = weights_files(folder)
+    if not (weights and record_path.is_file()):
+        return
+    recorded = json.loads(record_path.read_text(encoding="utf-8")).get("source_weights_sha256")
+    if recorded and recorded != files_sha256(weights):
+        raise ValueError(
+            f"{Path(folder) / ONNX_DIR} was exported from other weights than "
+            f"{', '.join(p.name for p in weights)} in {folder} (changed since the export); "
+            f"export again (`hf-cxr-mae export {folder} {folder}`), or use --backend torch."
+        )
 
 
 class FolderConfig:
@@ -165,6 +200,7 @@ class OnnxClassifier:
                 f"{folder} has no {variant} graph ({ONNX_DIR}/{FILES.get(key, variant)}); it has "
                 f"{', '.join(p.name for p in files.values())}."
             )
+        check_graphs_match_weights(folder)
         self.folder = Path(folder)
         self.path = files[key]
         self.variant = "fp32" if key is None else f"int8 {key}"
@@ -205,5 +241,4 @@ class OnnxClassifier:
 def is_onnx_folder(model: str | PathLike) -> bool:
     """An exported folder without PyTorch weights (what ``--backend auto`` runs with ONNX)."""
     folder = Path(model)
-    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
-    return folder.is_dir() and bool(onnx_files(folder)) and not has_weights
+    return folder.is_dir() and bool(onnx_files(folder)) and not weights_files(folder)

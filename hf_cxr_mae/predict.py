@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -119,25 +118,16 @@ def model_identity(model) -> str:
     """What predicted: the ONNX graph file, or the model folder (resolved) or Hub id, with a
     fingerprint of the weights files (a model re-trained into the same folder is another
     model); "" for an in-memory model without a name."""
+    from .onnx_runtime import files_sha256, weights_files
+
     if is_onnx(model):
         graph = Path(model.path).resolve()
-        return f"{graph} sha256:{_files_sha256([graph])}"
+        return f"{graph} sha256:{files_sha256([graph])}"
     name = str(getattr(model, "name_or_path", "") or "")
     if not (name and Path(name).exists()):
         return name
-    folder = Path(name).resolve()
-    weights = sorted([*folder.glob("*.safetensors"), *folder.glob("pytorch_model*.bin")])
-    return f"{folder} sha256:{_files_sha256(weights)}" if weights else str(folder)
-
-
-def _files_sha256(paths: Sequence[Path]) -> str:
-    """The first 16 hex digits of one SHA-256 over the files' bytes (about 1 s per GB)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+    folder, weights = Path(name).resolve(), weights_files(name)
+    return f"{folder} sha256:{files_sha256(weights)}" if weights else str(folder)
 
 
 def _settings(model):

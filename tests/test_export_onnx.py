@@ -197,3 +197,19 @@ def test_a_finding_without_a_stored_threshold_is_checked_at_one_half(tmp_path):
     export_onnx(model, tmp_path / "out")
     record = json.loads((tmp_path / "out" / "onnx" / "export.json").read_text())
     assert record["model.onnx"]["agreement"] == 1.0
+
+
+def test_graphs_beside_weights_they_were_not_exported_from_are_refused(tmp_path):
+    """The Hub layout: ``onnx/`` inside the model folder. A model re-trained into the folder
+    after its export used to run the old graphs under ``--backend onnx``."""
+    folder = save_classifier(tiny_classifier(LABELS), tmp_path / "model")
+    export_onnx(folder, folder)
+    assert OnnxClassifier(folder).variant == "fp32"  # exported from these weights: fine
+    retrained = tiny_classifier(LABELS, head_std=0.7)
+    save_classifier(retrained, folder)
+    with pytest.raises(ValueError, match=r"exported from other weights than model\.safetensors"):
+        OnnxClassifier(folder)
+    with pytest.raises(ValueError, match="export again"):
+        load_model(str(folder), backend="onnx")
+    export_onnx(folder, folder)  # the fix the message names
+    assert OnnxClassifier(folder).variant == "fp32"
