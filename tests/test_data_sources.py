@@ -16,6 +16,7 @@ from hf_cxr_mae.data import (
     load_pretraining_dataset,
     read_xray,
 )
+from hf_cxr_mae.data.validation import DataValidationError
 
 
 def nih_rows(nih_dir: Path) -> dict[str, dict[str, str]]:
@@ -275,6 +276,28 @@ def test_pretraining_mixture_drops_labels_and_test(nih_dir, tmp_path):
     assert "labels" not in ds.column_names and set(ds["source"]) == {"nih14", "imagefolder"}
     test_names = set((nih_dir / "test_list.txt").read_text().split())
     assert not test_names & {Path(i).name for i in ds["image_id"]}
+
+
+def test_pretraining_refuses_a_source_given_twice(tmp_path):
+    write_images(tmp_path, [f"{i}.png" for i in range(4)])
+    with pytest.raises(DataValidationError, match=r"4 images are in more than one source, e\.g\. "
+                       r".*source 1 \(imagefolder, .*\) and source 2 .*given twice"):  # fmt: skip
+        load_pretraining_dataset([("imagefolder", tmp_path, {}), ("imagefolder", tmp_path, {})])
+
+
+def test_pretraining_refuses_test_images_of_one_source_given_through_another(nih_dir, tmp_path):
+    """NIH holds its test_list.txt images out; the same files linked into a folder source would
+    put them into pre-training."""
+    test_names = (nih_dir / "test_list.txt").read_text().split()[:3]
+    folder = tmp_path / "more"
+    folder.mkdir()
+    for name in test_names:
+        (folder / name).symlink_to(nih_dir / "images" / name)
+    with pytest.raises(DataValidationError, match=r"3 images held out .* by one source are "
+                       r"training images of another.*held out by source 1 \(nih14"):  # fmt: skip
+        load_pretraining_dataset(
+            [("nih14", nih_dir, {"image_dir": "images"}), ("imagefolder", folder, {})]
+        )
 
 
 def test_unknown_source_and_option():

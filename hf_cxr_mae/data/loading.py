@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, DatasetDict, Value, concatenate_datasets
+from datasets import Dataset, DatasetDict, Image, Value, concatenate_datasets
 
 from .chexpert import load_chexpert
 from .covidx import load_covidx
@@ -16,6 +17,7 @@ from .hf_dataset import from_hf_dataset
 from .imagefolder import load_imagefolder
 from .mimic import load_mimic_cxr
 from .nih14 import load_nih14
+from .validation import DataValidationError
 
 SOURCES: dict[str, Callable[..., DatasetDict]] = {
     "nih14": load_nih14,
@@ -57,6 +59,38 @@ def load_cxr_dataset(
     return loader(data_dir, **options)
 
 
+def _image_paths(ds: Dataset) -> list[str]:
+    """The resolved files of a split's images (DICOMs, decoded to bytes at loading, have none)."""
+    values = ds.cast_column("image", Image(decode=False))["image"]
+    return [os.path.realpath(v["path"]) for v in values if v and v.get("path")]
+
+
+def _check_sources_disjoint(
+    kept_by: dict[str, list[str]], held_out_by: dict[str, list[str]]
+) -> None:
+    """Refuse a pre-training mixture that holds one file twice (the same folder given twice, or
+    one folder inside another) or that trains on a file another source holds out (a test image
+    of NIH given again through a folder source), naming an example and the count."""
+    twice = {p: s for p, s in kept_by.items() if len(s) > 1}
+    leaked = {p: held_out_by[p] + kept_by[p] for p in kept_by if p in held_out_by}
+    problems = []
+    if twice:
+        path, labels = next(iter(twice.items()))
+        problems.append(
+            f"{len(twice)} images are in more than one source, e.g. {path} in "
+            f"{' and '.join(labels)}: the same data given twice?"
+        )
+    if leaked:
+        path, labels = next(iter(leaked.items()))
+        problems.append(
+            f"{len(leaked)} images held out (test, or not train under explicit splits) by one "
+            f"source are training images of another, e.g. {path}: held out by {labels[0]}, "
+            f"trained on in {labels[-1]}"
+        )
+    if problems:
+        raise DataValidationError("Pre-training sources overlap: " + "; ".join(problems) + ".")
+
+
 def load_pretraining_dataset(sources: Sequence[tuple[str, str | Path, dict[str, Any]]]) -> Dataset:
     """Concatenate the training images of several sources, labels dropped (MAE needs none).
 
@@ -66,17 +100,22 @@ def load_pretraining_dataset(sources: Sequence[tuple[str, str | Path, dict[str, 
     each image came from. Patient metadata other than ``view`` is dropped: sources differ in
     what they have, and pre-training uses none.
     """
-    parts = []
-    for name, data_dir, options in sources:
+    parts, kept_by, held_out_by = [], {}, {}
+    for number, (name, data_dir, options) in enumerate(sources, 1):
         dd = load_cxr_dataset(name, data_dir, **options)
+        label = f"source {number} ({name}, {data_dir})"
         explicit = options.get("protocol") == "paper" or options.get("split_files") is not None
         for split, ds in dd.items():
-            if split == "test" or (explicit and split != "train"):
+            held_out = split == "test" or (explicit and split != "train")
+            for path in _image_paths(ds):
+                (held_out_by if held_out else kept_by).setdefault(path, []).append(label)
+            if held_out:
                 continue
             kept = ("image", "image_id", "patient_id", "view")
             ds = ds.remove_columns([c for c in ds.column_names if c not in kept])
             ds = ds.add_column("source", [name] * len(ds), feature=Value("string"))
             parts.append(ds)
+    _check_sources_disjoint(kept_by, held_out_by)
     if not parts:
         raise ValueError("No pre-training images: every source was empty.")
     return concatenate_datasets(parts)
