@@ -8,6 +8,7 @@ them. Heavy imports happen inside the commands, so ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -36,16 +37,38 @@ def cache(args: argparse.Namespace) -> None:
     from .data.cache import build_cache, default_cache_dir, split_cache_sizes
 
     options = _parse_options(args.option)
+    if len(args.data_dir) != len(args.dataset):
+        raise SystemExit(
+            f"cache: give one --data_dir per dataset: got {len(args.dataset)} datasets "
+            f"({', '.join(args.dataset)}) and {len(args.data_dir)} folders."
+        )
+    if len(args.dataset) > 1 and args.recipe != "pretrain":
+        raise SystemExit(
+            "cache: several datasets are a pre-training mixture: add --recipe pretrain."
+        )
     if args.recipe == "pretrain":
-        # Pre-training caches its own two splits (every source's training images, a hold-out).
+        # Pre-training caches its own two splits (every source's training images, a hold-out),
+        # built from the sources exactly as the recipe builds them, so that it finds this cache.
+        from types import SimpleNamespace
+
         from datasets import DatasetDict
 
-        from .data.recipe_data import pretraining_images
+        from .data.recipe_data import SOURCES, pretraining_images, sources
 
-        images, held_out = pretraining_images([(args.dataset, args.data_dir, options)], args.seed)
+        accepted = {
+            key for name in args.dataset if name in SOURCES
+            for key in inspect.signature(SOURCES[name]).parameters
+        }  # fmt: skip
+        if unknown := sorted(set(options) - accepted):
+            raise SystemExit(f"cache: no dataset of {args.dataset} takes option(s) {unknown}.")
+        data_args = SimpleNamespace(
+            dataset=args.dataset, data_dir=[str(d) for d in args.data_dir],
+            source_options=lambda: options,
+        )  # fmt: skip
+        images, held_out = pretraining_images(sources(data_args), args.seed)
         data = DatasetDict(train=images, validation=held_out)
     else:
-        data = load_cxr_dataset(args.dataset, args.data_dir, **options)
+        data = load_cxr_dataset(args.dataset[0], args.data_dir[0], **options)
     # The sizes the recipe will ask for, so that it reuses this cache instead of building another.
     min_scale = {"finetune": 0.08, "linprobe": 0.08, "pretrain": 0.5}[args.recipe]
     eval_resize = round(args.image_size / (224 / 256))
@@ -67,8 +90,13 @@ def add_cache_command(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "cache", help="decode a dataset once into the compact pixel cache"
     )
-    parser.add_argument("dataset", help="nih14, chexpert, mimic_cxr, covidx, csv or imagefolder")
-    parser.add_argument("--data_dir", required=True, type=Path)
+    parser.add_argument(
+        "dataset",
+        nargs="+",
+        help="nih14, chexpert, mimic_cxr, covidx, csv or imagefolder; several with --recipe "
+        "pretrain: the mixture the recipe's --dataset names, in the same order",
+    )
+    parser.add_argument("--data_dir", required=True, type=Path, nargs="+", help="one per dataset")
     parser.add_argument(
         "--recipe",
         choices=["finetune", "linprobe", "pretrain"],

@@ -1,3 +1,5 @@
+import pytest
+
 from hf_cxr_mae.cli import main
 
 
@@ -52,3 +54,40 @@ def test_cache_command_sizes_splits_as_the_recipe_and_the_recipe_reuses_it(nih_d
          "--cache_dir", str(cache_dir), "--model_name_or_path", ""]
     )  # fmt: skip
     assert sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith(".")) == built
+
+
+def test_cache_command_builds_a_pretraining_mixture_the_recipe_reuses(nih_dir, tmp_path):
+    """Several datasets with --recipe pretrain: the recipe's --dataset mixture, cached as the
+    pre-training recipe builds it (its images and hold-out), so the recipe builds nothing."""
+    from recipe_utils import TINY_TRAIN, recipe
+    from test_data_sources import write_images
+
+    extra = tmp_path / "extra"
+    write_images(extra, [f"{i}.png" for i in range(6)])
+    cache_dir = tmp_path / "cache"
+    main(["cache", "nih14", "imagefolder", "--data_dir", str(nih_dir), str(extra),
+          "--recipe", "pretrain", "--image_size", "64", "--seed", "0",
+          "--cache_dir", str(cache_dir), "--option", "image_dir=images"])  # fmt: skip
+    built = sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith("."))
+    assert len(built) == 2  # images and hold-out
+    recipe("pretrain").main(
+        [*TINY_TRAIN, "--dataset", "nih14", "imagefolder", "--data_dir", str(nih_dir), str(extra),
+         "--image_dir", "images", "--seed", "0", "--output_dir", str(tmp_path / "pt"),
+         "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
+         "--cache_dir", str(cache_dir)]
+    )  # fmt: skip
+    assert sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith(".")) == built
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nih14", "chexpert", "--data_dir", "a"], "one --data_dir per dataset"),
+        (["nih14", "chexpert", "--data_dir", "a", "b"], "add --recipe pretrain"),
+        (["nih14", "imagefolder", "--data_dir", "a", "b", "--recipe", "pretrain",
+          "--option", "uncertainty=ones"], r"no dataset of .* takes option\(s\) \['uncertainty'\]"),
+    ],
+)  # fmt: skip
+def test_cache_command_names_a_bad_mixture(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["cache", *argv])
