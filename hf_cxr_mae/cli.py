@@ -37,6 +37,15 @@ def cache(args: argparse.Namespace) -> None:
     from .data.cache import build_cache, default_cache_dir, split_cache_sizes
 
     options = _parse_options(args.option)
+    if not args.dataset:  # `cache --data_dir DIR nih14`: the list option took the dataset too
+        from .data.loading import SOURCES
+
+        while (
+            args.data_dir and str(args.data_dir[-1]) in SOURCES and not args.data_dir[-1].exists()
+        ):
+            args.dataset.insert(0, str(args.data_dir.pop()))
+        if not args.dataset:
+            raise SystemExit("cache: name the dataset(s): hf-cxr-mae cache nih14 --data_dir DIR")
     if len(args.data_dir) != len(args.dataset):
         raise SystemExit(
             f"cache: give one --data_dir per dataset: got {len(args.dataset)} datasets "
@@ -65,7 +74,10 @@ def cache(args: argparse.Namespace) -> None:
             dataset=args.dataset, data_dir=[str(d) for d in args.data_dir],
             source_options=lambda: options,
         )  # fmt: skip
-        images, held_out = pretraining_images(sources(data_args), args.seed)
+        try:
+            images, held_out = pretraining_images(sources(data_args), args.seed)
+        except ValueError as err:  # e.g. sources that overlap (DataValidationError)
+            raise SystemExit(f"cache: {err}") from err
         data = DatasetDict(train=images, validation=held_out)
     else:
         data = load_cxr_dataset(args.dataset[0], args.data_dir[0], **options)
@@ -92,7 +104,7 @@ def add_cache_command(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "dataset",
-        nargs="+",
+        nargs="*",
         help="nih14, chexpert, mimic_cxr, covidx, csv or imagefolder; several with --recipe "
         "pretrain: the mixture the recipe's --dataset names, in the same order",
     )
@@ -142,7 +154,10 @@ def predict(args: argparse.Namespace) -> None:
         write_heatmaps,
     )
 
-    model = load_model(args.model, args.backend)
+    try:
+        model = load_model(args.model, args.backend)
+    except ValueError as err:  # e.g. ONNX graphs older than the weights beside them
+        raise SystemExit(f"predict: {err}") from err
     if args.heatmap and is_onnx(model):
         raise SystemExit(
             "predict: --heatmap needs the PyTorch model (Grad-CAM takes gradients); an ONNX "

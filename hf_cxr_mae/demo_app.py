@@ -276,6 +276,8 @@ def launch(
     port: int = 7860,
     backend: str = "auto",
 ) -> None:
-    build_demo(model_id, mae_id, backend).launch(
-        server_name=host, server_port=port, show_error=True
-    )
+    try:
+        app = build_demo(model_id, mae_id, backend)
+    except ValueError as err:  # a model that cannot be served, named before a server starts
+        raise SystemExit(f"demo: {err}") from err
+    app.launch(server_name=host, server_port=port, show_error=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from os import PathLike
@@ -26,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from .metrics.classification import probabilities
+
+logger = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 FILES = {
@@ -81,7 +84,14 @@ def check_graphs_match_weights(folder: str | PathLike) -> None:
     if not (weights and record_path.is_file()):
         return
     recorded = json.loads(record_path.read_text(encoding="utf-8")).get("source_weights_sha256")
-    if recorded and recorded != files_sha256(weights):
+    if not recorded:  # an export older than the record, or made from a model in memory
+        logger.warning(
+            "%s cannot be checked against the weights beside it (%s): its export.json does not "
+            "record them. If the model was trained again after the export, export again.",
+            Path(folder) / ONNX_DIR, ", ".join(p.name for p in weights),
+        )  # fmt: skip
+        return
+    if recorded != files_sha256(weights):
         raise ValueError(
             f"{Path(folder) / ONNX_DIR} was exported from other weights than "
             f"{', '.join(p.name for p in weights)} in {folder} (changed since the export); "
@@ -137,11 +147,50 @@ def _image(item: Image.Image | str | PathLike) -> Image.Image:
     # Lazy: hf_cxr_mae.data imports `datasets` (~110 MiB, no torch); pixel inputs never need it.
     from .data.images import read_xray, to_grayscale
 
-    return to_grayscale(item) if isinstance(item, Image.Image) else read_xray(item)
+    if isinstance(item, np.ndarray):  # an image as numpy holds it: (H, W) grey or (H, W, C)
+        if item.ndim not in (2, 3):
+            raise ValueError(f"An image array must be (H, W) or (H, W, C), got {item.shape}.")
+        item = Image.fromarray(item)
+    if isinstance(item, Image.Image):
+        return to_grayscale(item)
+    if not isinstance(item, (str, PathLike)):
+        raise TypeError(
+            f"Images are file paths, PIL images or (H, W) / (H, W, C) arrays; got {type(item)}."
+        )
+    return read_xray(item)
 
 
-def _pixels(image: Image.Image, settings: dict[str, Any], channels: int) -> np.ndarray:
-    """One grey image through an image processor's settings (``OnnxClassifier.preprocess``)."""
+# What preprocessing reads from preprocessor_config.json. transformers' processors default an
+# absent key by their type (resample, centre crop, an int size as a square or a shortest side):
+# rather than guess, an export without them is refused (``processor_settings``).
+_REQUIRED = ("do_resize", "size", "resample", "do_rescale", "do_normalize")
+
+
+def processor_settings(folder: str | PathLike) -> dict[str, Any]:
+    """A folder's ``preprocessor_config.json``, checked to say everything ``pixels_of`` needs."""
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the folder's preprocessing is unknown.")
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    missing = [key for key in _REQUIRED if key not in settings]
+    if settings.get("do_normalize"):
+        missing += [key for key in ("image_mean", "image_std") if key not in settings]
+    if settings.get("do_center_crop") and "crop_size" not in settings:
+        missing.append("crop_size")
+    if missing:
+        raise ValueError(f"{path} does not say {', '.join(missing)}; write them in it.")
+    for key in ("size", "crop_size"):
+        if key in settings and not isinstance(settings[key], dict):
+            raise ValueError(
+                f"{path}: {key}={settings[key]!r} is an older form; write it as a dict "
+                '(e.g. {"shortest_edge": 256} or {"height": 224, "width": 224}).'
+            )
+    return settings
+
+
+def pixels_of(image: Image.Image, settings: dict[str, Any], channels: int) -> np.ndarray:
+    """One grey image through an image processor's settings (``processor_settings``), as
+    transformers' PIL image processor applies them: ``(channels, height, width)`` float32."""
     size, crop = settings.get("size") or {}, settings.get("crop_size") or {}
     if settings.get("do_resize"):
         width, height = image.size
@@ -218,24 +267,52 @@ class OnnxClassifier:
         (logits,) = self.session.run(["logits"], {"pixel_values": pixels})
         return logits
 
-    def preprocess(self, images: Sequence[Image.Image | str | PathLike]) -> np.ndarray:
-        """Pixel values ``(n, channels, height, width)`` float32 of PIL images or files (PNG,
-        JPEG, DICOM), by the folder's ``preprocessor_config.json`` as transformers' PIL image
-        processor applies it: resize (its ``size``, ``resample``), centre crop, rescale,
-        normalise; the grey image is repeated over the model's ``num_channels``."""
-        settings = json.loads((self.folder / "preprocessor_config.json").read_text("utf-8"))
+    def preprocess(self, images: Sequence[Any]) -> np.ndarray:
+        """Pixel values ``(n, channels, height, width)`` float32 of files (PNG, JPEG, DICOM), PIL
+        images or image arrays, by the folder's ``preprocessor_config.json`` as transformers' PIL
+        image processor applies it: resize (its ``size``, ``resample``), centre crop, rescale,
+        normalise; the grey image is repeated over the model's ``num_channels``. ``predict``
+        preprocesses an ONNX folder the same way."""
+        settings = processor_settings(self.folder)
         channels = int(getattr(self.config, "num_channels", 3))
-        return np.stack([_pixels(_image(item), settings, channels) for item in images])
+        images = list(images)
+        if not images:
+            raise ValueError("No images given.")
+        return np.stack([pixels_of(_image(item), settings, channels) for item in images])
 
     def predict_proba(self, images: Any) -> np.ndarray:
         """Probabilities ``(n, num_labels)`` float32 of images or files (``preprocess``), or of
-        pixel values (a 4-D array): sigmoid per finding, softmax for a single-label model (a
-        fitted temperature is already folded into the graph's head)."""
-        if isinstance(images, (str, PathLike, Image.Image)):
+        float pixel values (a 4-D array, one channel repeated over the model's): sigmoid per
+        finding, softmax for a single-label model (a fitted temperature is already folded into
+        the graph's head)."""
+        if isinstance(images, (str, PathLike, Image.Image)) or getattr(images, "ndim", 0) in (2, 3):
             images = [images]
-        is_pixels = getattr(images, "ndim", None) == 4
-        logits = self(images if is_pixels else self.preprocess(images))
-        return probabilities(logits, self.config.problem_type).astype(np.float32)
+        if getattr(images, "ndim", None) == 4:
+            pixels = self._checked_pixels(images)
+        else:
+            pixels = self.preprocess(images)
+        return probabilities(self(pixels), self.config.problem_type).astype(np.float32)
+
+    def _checked_pixels(self, pixels: Any) -> np.ndarray:
+        """Normalised float pixels of the model's shape; one channel is repeated (as predict does)."""
+        if hasattr(pixels, "detach"):  # a torch tensor
+            pixels = pixels.detach().cpu().numpy()
+        if not np.issubdtype(pixels.dtype, np.floating):
+            raise ValueError(
+                f"Pixel values of dtype {pixels.dtype} are raw pictures, not normalised pixel "
+                "values: pass the images (files, PIL images or arrays) to predict_proba, or "
+                "preprocess(...) them first."
+            )
+        channels = int(getattr(self.config, "num_channels", 3))
+        size = getattr(self.config, "image_size", None)
+        if pixels.shape[1] == 1 and channels > 1:
+            pixels = np.repeat(pixels, channels, axis=1)
+        if pixels.shape[1] != channels or (size and tuple(pixels.shape[2:]) != (size, size)):
+            raise ValueError(
+                f"Pixel values of shape {tuple(pixels.shape)}: this model takes (n, {channels}, "
+                f"{size}, {size}); pass the images to predict_proba to have them preprocessed."
+            )
+        return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
 def is_onnx_folder(model: str | PathLike) -> bool:

@@ -9,6 +9,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,13 @@ def _runner(model, fast: bool):
     return run
 
 
+def _processor_pixels(image: Image.Image, settings: dict) -> torch.Tensor:
+    """One grey image through an exported folder's processor settings: (1, H, W) float32."""
+    from .onnx_runtime import pixels_of
+
+    return torch.from_numpy(pixels_of(image, settings, 1))
+
+
 def iter_predictions(
     model,
     paths: Sequence[Path],
@@ -196,8 +204,14 @@ def iter_predictions(
     run = _runner(model, fast)
     config = model.config
     names = [config.id2label[i] for i in range(config.num_labels)]
+    if is_onnx(model):  # an exported folder: its preprocessor_config.json, as predict_proba
+        from .onnx_runtime import processor_settings
+
+        transform = partial(_processor_pixels, settings=processor_settings(model.folder))
+    else:
+        transform = create_transform(settings, "eval")
     loader = torch.utils.data.DataLoader(
-        _Images(paths, create_transform(settings, "eval")),
+        _Images(paths, transform),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -245,13 +259,13 @@ def _rows(output: Path) -> list[dict]:
         return []
     if output.suffix == ".jsonl":
         rows = []
-        for line in output.read_text(encoding="utf-8").splitlines():
+        for line in output.read_text(encoding="utf-8-sig").splitlines():
             try:
                 rows.append(json.loads(line))
             except ValueError:  # a line cut short by a crash: predicted again
                 continue
         return rows
-    with output.open(newline="", encoding="utf-8") as f:
+    with output.open(newline="", encoding="utf-8-sig") as f:
         return list(csv.DictReader(f))
 
 
@@ -270,7 +284,7 @@ def drop_failed_rows(output: Path) -> int:
         if removed:
             temporary.write_bytes(b"".join(keep))
     else:  # csv.reader: an error message may span lines inside its quotes
-        with output.open(newline="", encoding="utf-8") as f:
+        with output.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
         keep = rows[:1] + [row for row in rows[1:] if len(row) < 2 or not row[1]]
         removed = len(rows) - len(keep)
@@ -317,7 +331,7 @@ class ResultWriter:
         self.jsonl = self.output.suffix == ".jsonl"
         fresh = not self.output.is_file() or self.output.stat().st_size == 0
         if not fresh and not self.jsonl:
-            with self.output.open(newline="", encoding="utf-8") as f:
+            with self.output.open(newline="", encoding="utf-8-sig") as f:
                 header = next(csv.reader(f), [])
             if header != self._header():
                 raise ValueError(

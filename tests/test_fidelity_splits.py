@@ -561,6 +561,8 @@ def test_split_file_paths_may_hold_commas(nih_dir, tmp_path):
 
     parsed = parse_split_files(f"train={folder / 'train, all.txt'}, test={folder / 'test.txt'}")
     assert parsed == {"train": folder / "train, all.txt", "test": folder / "test.txt"}
+    trailing = parse_split_files(f"train={folder / 'train, all.txt'},test={folder / 'test.txt'},")
+    assert trailing == parsed
     with pytest.raises(ValueError, match="unknown split 'tset'"):
         parse_split_files(f"train={folder / 'train, all.txt'},tset={folder / 'test.txt'}")
 

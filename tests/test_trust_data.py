@@ -101,6 +101,12 @@ def test_patient_ids_with_and_without_leading_zeros_are_one_patient(tmp_path):
     assert "line 2" in text and "line 4" in text and "patient '75'" in text, text
     from datasets import Dataset
 
+    from hf_cxr_mae.data.splits import patient_key
+
+    assert {patient_key(p) for p in ("00075", "75", " 75 ", 75, 75.0)} == {"75"}
+    assert (
+        patient_key("-1") == "-1" and patient_key("") is None and patient_key(float("nan")) is None
+    )
     ds = Dataset.from_dict({"patient_id": ["00075", "75", " 75", "p2", "p3", "p4"]})
     for seed in range(5):
         train, val = patient_split(ds, 0.3, seed=seed)

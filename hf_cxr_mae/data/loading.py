@@ -59,10 +59,14 @@ def load_cxr_dataset(
     return loader(data_dir, **options)
 
 
-def _image_paths(ds: Dataset) -> list[str]:
-    """The resolved files of a split's images (DICOMs, decoded to bytes at loading, have none)."""
+def _image_paths(ds: Dataset, data_dir: str | Path) -> list[str]:
+    """The resolved files of a split's images (a DICOM, decoded to bytes at loading, by its
+    ``image_id`` under ``data_dir``)."""
     values = ds.cast_column("image", Image(decode=False))["image"]
-    return [os.path.realpath(v["path"]) for v in values if v and v.get("path")]
+    return [
+        os.path.realpath(v["path"] if v and v.get("path") else os.path.join(data_dir, image_id))
+        for v, image_id in zip(values, ds["image_id"], strict=True)
+    ]
 
 
 def _check_sources_disjoint(
@@ -107,7 +111,7 @@ def load_pretraining_dataset(sources: Sequence[tuple[str, str | Path, dict[str, 
         explicit = options.get("protocol") == "paper" or options.get("split_files") is not None
         for split, ds in dd.items():
             held_out = split == "test" or (explicit and split != "train")
-            for path in _image_paths(ds):
+            for path in _image_paths(ds, str(data_dir)):
                 (held_out_by if held_out else kept_by).setdefault(path, []).append(label)
             if held_out:
                 continue

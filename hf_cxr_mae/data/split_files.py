@@ -63,7 +63,7 @@ def parse_split_files(
     """
     if isinstance(split_files, str):
         pairs = {}
-        items = _ITEM_START.split(split_files)
+        items = _ITEM_START.split(split_files.strip().rstrip(","))  # a trailing comma
         for item in filter(None, (p.strip() for p in items)):
             key, sep, value = item.partition("=")
             if not sep or not key.strip() or not value.strip():

@@ -20,6 +20,8 @@ def patient_key(patient: object) -> str | None:
     (one table's ``00075`` and another's ``75`` are the same NIH patient); None when missing."""
     if comparable(patient) is None:
         return None
+    if isinstance(patient, float) and patient.is_integer():  # 75.0 from a numeric column
+        patient = int(patient)
     text = str(patient).strip()
     if not text:
         return None
