@@ -7,8 +7,9 @@ package ``__init__`` imports nothing; ``from hf_cxr_mae import X`` imports X's m
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -60,22 +61,4 @@ if TYPE_CHECKING:  # static tools see the names as before
     from .processing import build_image_processor
 
 
-def __getattr__(name: str) -> Any:
-    """A public name (imported from its submodule on first use), or a submodule itself
-    (``hf_cxr_mae.modeling`` after a bare ``import hf_cxr_mae``, as before)."""
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    if name.startswith("__"):  # dunder probes (copy, pickle, inspect) are no submodules
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        return importlib.import_module(f".{name}", __name__)
-    except ModuleNotFoundError as err:
-        if err.name != f"{__name__}.{name}":  # the submodule exists but one of its imports fails
-            raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -144,7 +144,7 @@ def _image(item: Image.Image | str | PathLike) -> Image.Image:
     alpha on black): X-rays hold one channel, which the model sees in each of its channels."""
     if isinstance(item, Image.Image) and item.mode == "L":
         return item
-    # Lazy: hf_cxr_mae.data imports `datasets` (~110 MiB, no torch); pixel inputs never need it.
+    # Here, not at the top: pixel inputs never need the reader.
     from .data.images import read_xray, to_grayscale
 
     if isinstance(item, np.ndarray):  # an image as numpy holds it: (H, W) grey or (H, W, C)

@@ -26,7 +26,7 @@ from hf_cxr_mae.processing import build_image_processor
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["Atelectasis", "Cardiomegaly", "Effusion"]
-HEAVY = ("torch", "transformers")
+HEAVY = ("torch", "transformers", "datasets", "pandas")
 # One grey level after normalisation by the CXR std: transformers' default (torchvision) backend
 # resizes with its own bicubic kernel, which rounds some pixels to the next grey level.
 ONE_GREY_LEVEL = 1 / 255 / 0.252
