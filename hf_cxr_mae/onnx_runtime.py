@@ -14,6 +14,7 @@ keep it so: ``tests/test_onnx_runtime.py`` checks it in a fresh interpreter.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -263,6 +264,12 @@ class OnnxClassifier:
             return torch.from_numpy(self._run(pixels))
         return self._run(np.ascontiguousarray(pixel_values, dtype=np.float32))
 
+    @functools.cached_property
+    def processor(self) -> dict[str, Any]:
+        """The folder's checked ``preprocessor_config.json`` (``processor_settings``), read on
+        first use: a model served on pixel values never needs one."""
+        return processor_settings(self.folder)
+
     def _run(self, pixels: np.ndarray) -> np.ndarray:
         (logits,) = self.session.run(["logits"], {"pixel_values": pixels})
         return logits
@@ -273,7 +280,7 @@ class OnnxClassifier:
         image processor applies it: resize (its ``size``, ``resample``), centre crop, rescale,
         normalise; the grey image is repeated over the model's ``num_channels``. ``predict``
         preprocesses an ONNX folder the same way."""
-        settings = processor_settings(self.folder)
+        settings = self.processor
         channels = int(getattr(self.config, "num_channels", 3))
         images = list(images)
         if not images:

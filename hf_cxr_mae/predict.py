@@ -205,9 +205,7 @@ def iter_predictions(
     config = model.config
     names = [config.id2label[i] for i in range(config.num_labels)]
     if is_onnx(model):  # an exported folder: its preprocessor_config.json, as predict_proba
-        from .onnx_runtime import processor_settings
-
-        transform = partial(_processor_pixels, settings=processor_settings(model.folder))
+        transform = partial(_processor_pixels, settings=model.processor)
     else:
         transform = create_transform(settings, "eval")
     loader = torch.utils.data.DataLoader(
