@@ -8,7 +8,6 @@ them. Heavy imports happen inside the commands, so ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -62,12 +61,10 @@ def cache(args: argparse.Namespace) -> None:
 
         from datasets import DatasetDict
 
-        from .data.recipe_data import SOURCES, pretraining_images, sources
+        from .data.loading import SOURCES, loader_options
+        from .data.recipe_data import pretraining_images, sources
 
-        accepted = {
-            key for name in args.dataset if name in SOURCES
-            for key in inspect.signature(SOURCES[name]).parameters
-        }  # fmt: skip
+        accepted = set().union(*(loader_options(n) for n in args.dataset if n in SOURCES))
         if unknown := sorted(set(options) - accepted):
             raise SystemExit(f"cache: no dataset of {args.dataset} takes option(s) {unknown}.")
         data_args = SimpleNamespace(

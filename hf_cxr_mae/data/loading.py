@@ -29,6 +29,11 @@ SOURCES: dict[str, Callable[..., DatasetDict]] = {
 }
 
 
+def loader_options(name: str) -> set[str]:
+    """The options a source's loader takes (its keyword parameters, ``data_dir`` aside)."""
+    return set(inspect.signature(SOURCES[name]).parameters) - {"data_dir"}
+
+
 def load_cxr_dataset(
     name: str | Dataset | DatasetDict, data_dir: str | Path | None = None, **options: Any
 ) -> DatasetDict:
@@ -51,7 +56,7 @@ def load_cxr_dataset(
     if not Path(data_dir).is_dir():
         raise FileNotFoundError(f"data_dir {data_dir} does not exist or is not a folder.")
     loader = SOURCES[name]
-    valid = set(inspect.signature(loader).parameters) - {"data_dir"}
+    valid = loader_options(name)
     if unknown := sorted(set(options) - valid):
         raise TypeError(
             f"Unknown option(s) {unknown} for dataset {name!r}; valid: {sorted(valid)}."

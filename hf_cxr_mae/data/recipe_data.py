@@ -3,7 +3,6 @@ limits, the pixel cache of each split, the collator and each split's transform."
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any
 
@@ -13,7 +12,7 @@ from ..constants import eval_resize_size
 from .cache import build_cache, split_cache_sizes
 from .demo import make_demo_dataset
 from .label_stats import log_label_counts
-from .loading import SOURCES, load_cxr_dataset, load_pretraining_dataset
+from .loading import SOURCES, load_cxr_dataset, load_pretraining_dataset, loader_options
 from .splits import patient_split
 from .transforms import (
     SOURCE_NORMALIZATION,
@@ -35,7 +34,7 @@ def sources(data_args) -> list[tuple[str, str, dict[str, Any]]]:
     for name, data_dir in zip(data_args.dataset, data_args.data_dir, strict=True):
         if name not in SOURCES:
             raise ValueError(f"Unknown --dataset {name!r}; choose from {sorted(SOURCES)}.")
-        accepted = set(inspect.signature(SOURCES[name]).parameters)
+        accepted = loader_options(name)
         out.append((name, data_dir, {k: v for k, v in options.items() if k in accepted}))
     return out
 
