@@ -76,3 +76,11 @@ def save_classifier(model, folder: Path) -> Path:
     model.save_pretrained(folder)
     build_image_processor(model.config).save_pretrained(folder)
     return folder
+
+
+def textured_grey(rng: np.random.Generator, period: float = 9.0) -> np.ndarray:
+    """A 90 x 120 uint8 picture with smooth structure and noise: resizing and quantisation
+    change it measurably (a flat or pure-noise image would hide preprocessing mistakes)."""
+    y, x = np.mgrid[0:90, 0:120]
+    smooth = 100 + 60 * np.sin(x / period) * np.cos(y / 13.0)
+    return (smooth + rng.normal(0, 20, smooth.shape)).clip(0, 255).astype(np.uint8)

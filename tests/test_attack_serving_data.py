@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import save_classifier, tiny_classifier
+from helpers import save_classifier, textured_grey, tiny_classifier
 from PIL import Image
 
 from hf_cxr_mae.export import export_onnx
@@ -31,13 +31,9 @@ def inplace(tmp_path_factory) -> Path:
 def pngs(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("pngs")
     rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:90, 0:120]
-    paths = []
-    for i in range(3):
-        smooth = 100 + 60 * np.sin(x / (7.0 + 3 * i)) * np.cos(y / 13.0)
-        pixels = (smooth + rng.normal(0, 20, smooth.shape)).clip(0, 255).astype(np.uint8)
-        paths.append(folder / f"{i}.png")
-        Image.fromarray(pixels).save(paths[-1])
+    paths = [folder / f"{i}.png" for i in range(3)]
+    for i, path in enumerate(paths):
+        Image.fromarray(textured_grey(rng, period=7.0 + 3 * i)).save(path)
     return paths
 
 

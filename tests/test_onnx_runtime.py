@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import save_classifier, tiny_classifier
+from helpers import save_classifier, textured_grey, tiny_classifier
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor
 
@@ -63,11 +63,7 @@ def pngs(tmp_path_factory) -> list[Path]:
     """An 8-bit picture wider than tall and a 16-bit one taller than wide (resize both ways)."""
     folder = tmp_path_factory.mktemp("pngs")
     rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:90, 0:120]
-    smooth = 100 + 60 * np.sin(x / 9.0) * np.cos(y / 13.0)
-    Image.fromarray((smooth + rng.normal(0, 20, smooth.shape)).clip(0, 255).astype(np.uint8)).save(
-        folder / "wide.png"
-    )
+    Image.fromarray(textured_grey(rng)).save(folder / "wide.png")
     Image.fromarray(rng.integers(0, 4096, (150, 100), dtype=np.uint16)).save(folder / "tall.png")
     return [folder / "wide.png", folder / "tall.png"]
 

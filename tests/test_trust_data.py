@@ -74,31 +74,25 @@ def test_csv_same_bytes_under_two_names_in_two_splits(tmp_path):
     assert "line 2" in text and "line 4" in text and "c.png" in text, text
 
 
-def test_csv_same_patient_in_two_splits(tmp_path):
+# ``00075`` in one split and ``75`` in another is the same patient (a string column: the other
+# ids are not numbers, so pandas keeps the zeros).
+@pytest.mark.parametrize(
+    "train_id, test_id, named", [("p1", "p1", "'p1'"), ("00075", "75", "patient '75'")]
+)
+def test_csv_same_patient_in_two_splits(tmp_path, train_id, test_id, named):
     d = csv_folder(
         tmp_path,
-        "path,A,pid,split\na.png,1,p1,train\nb.png,0,p2,train\nc.png,1,p1,test\nd.png,0,p3,test\n",
-        ["a.png", "b.png", "c.png", "d.png"],
-    )
-    with pytest.raises(DataValidationError) as err:
-        load_cxr_dataset("csv", d, split_column="split", patient_column="pid", validation_size=1)
-    text = str(err.value)
-    assert "line 2" in text and "line 4" in text and "'p1'" in text, text
-
-
-def test_patient_ids_with_and_without_leading_zeros_are_one_patient(tmp_path):
-    """``00075`` in one split and ``75`` in another is the same patient (a string column: the
-    other ids are not numbers, so pandas keeps the zeros)."""
-    d = csv_folder(
-        tmp_path,
-        "path,A,pid,split\na.png,1,00075,train\nb.png,0,p2,train\nc.png,1,75,test\n"
+        f"path,A,pid,split\na.png,1,{train_id},train\nb.png,0,p2,train\nc.png,1,{test_id},test\n"
         "d.png,0,p3,test\n",
         ["a.png", "b.png", "c.png", "d.png"],
     )
     with pytest.raises(DataValidationError) as err:
         load_cxr_dataset("csv", d, split_column="split", patient_column="pid", validation_size=1)
     text = str(err.value)
-    assert "line 2" in text and "line 4" in text and "patient '75'" in text, text
+    assert "line 2" in text and "line 4" in text and named in text, text
+
+
+def test_patient_ids_with_and_without_leading_zeros_are_one_patient():
     from datasets import Dataset
 
     from hf_cxr_mae.data.splits import patient_key
