@@ -8,10 +8,12 @@ every file a resume reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -237,8 +239,63 @@ def check_torch_zip(path: Path) -> None:
         raise CheckpointError(f"{path}: a corrupt zip archive (member {bad} fails its CRC check).")
 
 
+# The first pickle of a legacy torch.save file; torch stops at any other first value.
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+# How torch's weights-only unpickler names a global it refuses ("... unsupported GLOBAL
+# posix.system whose module ...", "Unsupported global: GLOBAL pkg.Class was not ...").
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_REFUSES = "a pickle the safe loader refuses"
+
+
+def refused_global(err: BaseException) -> str | None:
+    """The global (``posix.system``, ``pkg.Class``) that torch's safe loader refused, from its
+    ``UnpicklingError``; None for any other error."""
+    found = _GLOBAL.search(str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    return found.group(1).rstrip(".") if found else None
+
+
+def safe_load_problem(path: str | os.PathLike, numpy_types: bool = False) -> str | None:
+    """None if torch's safe loader, ``torch.load(weights_only=True)`` (what the Trainer resumes
+    with; ``numpy_types``: with the NumPy types it allows for RNG states), reads ``path``; else
+    why not, as a phrase naming the file: a pickle that names anything beyond tensors and plain
+    containers (``os.system``, a class) is "a pickle the safe loader refuses (global ...)". The
+    safe loader never runs a pickle's code; a zip archive is memory-mapped, not read."""
+    import torch
+
+    path = Path(path)
+    allow: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if numpy_types:
+        from transformers.trainer_pt_utils import safe_globals  # the Trainer's own list
+
+        allow = safe_globals()
+    with path.open("rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    # Memory-mapped first (nothing read); read as the Trainer reads it if mapping is what fails.
+    for mmap in (True, False) if zipped else (False,):
+        try:
+            with allow:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            return None
+        except Exception as err:  # whatever it raises, the Trainer's torch.load would raise too
+            if name := refused_global(err):
+                return f"{path}: {_REFUSES} (global {name}): unpickling it could run code"
+            lines = str(err).splitlines()
+            first = next((line for line in lines if line.strip()), type(err).__name__)
+    return f"{path}: torch's safe loader cannot read it ({first.strip()})"
+
+
 def _check_torch_legacy(path: Path, size: int) -> None:
-    """The legacy (pre-zip) format: the storages it declares must fit in the file."""
+    """The legacy (pre-zip) format: the storages it declares must fit in the file. A pickle
+    that does not begin as one (a bare pickle, perhaps a hostile one) is named by what torch's
+    safe loader refuses in it: with no magic number first, it reads one pickle and stops, before
+    allocating any storage."""
+    with path.open("rb") as f:
+        try:
+            first = _StorageScanner(f).load()
+        except Exception:
+            first = None
+    if first != _LEGACY_MAGIC and (refused := safe_load_problem(path)) and _REFUSES in refused:
+        raise CheckpointError(refused)
     with path.open("rb") as f:
         for _ in range(3):  # magic number, protocol version, system info
             _scan(f, path)
@@ -296,12 +353,25 @@ def _json_problem(path: Path) -> str | None:
     return None
 
 
+def _torch_file_problem(path: Path, numpy_types: bool = False) -> str | None:
+    """What is wrong with a ``torch.save`` file the Trainer resumes from: a damaged archive
+    (``check_torch_zip``, which reads nothing into memory), else what torch's safe loader
+    refuses (``safe_load_problem``); a bare pickle is named by the latter."""
+    if problem := _problem(check_torch_zip, path):
+        with path.open("rb") as f:
+            head = f.read(2)
+        if len(head) == 2 and head[0] == 0x80:  # a pickle, not a zip archive
+            return safe_load_problem(path, numpy_types) or problem
+        return problem
+    return safe_load_problem(path, numpy_types)
+
+
 def _weights_problem(folder: Path) -> str | None:
     weights = next((folder / n for n in _WEIGHTS if (folder / n).is_file()), None)
     if weights is None:
         return f"no model weights (none of {', '.join(_WEIGHTS)})"
     if weights.name == "pytorch_model.bin":
-        return _problem(check_torch_zip, weights)
+        return _torch_file_problem(weights)
     if weights.name == "model.safetensors":
         return _problem(check_safetensors, weights)
     if problem := _json_problem(weights):  # a sharded checkpoint's index
@@ -317,9 +387,11 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
 
     Every file a resume reads must be there and readable: ``trainer_state.json`` (parsed), the
     weights (``check_safetensors``, for each shard of an index too, or ``check_torch_zip``),
-    ``optimizer.pt``, ``scheduler.pt`` and the RNG states (``check_torch_zip``). The Trainer would
-    otherwise crash on a truncated file, or silently resume with a fresh optimizer when
-    ``optimizer.pt`` is missing.
+    ``optimizer.pt``, ``scheduler.pt`` and the RNG states (``check_torch_zip``, then read by
+    torch's safe loader as the Trainer reads them: ``safe_load_problem``), and
+    ``run_settings.json`` when there is one (parsed). The Trainer would otherwise crash on a
+    truncated file or on a pickle its safe loader refuses, or silently resume with a fresh
+    optimizer when ``optimizer.pt`` is missing.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -337,6 +409,11 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     for name in [*_ZIPPED, *(p.name for p in rng)]:
         if not (folder / name).is_file():
             return f"no {name}"
-        if problem := _problem(check_torch_zip, folder / name):
+        if problem := _torch_file_problem(folder / name, numpy_types=name.startswith("rng_")):
             return problem
+    # Written by our RunSettingsCallback after the Trainer's files: cut short by a full disk, it
+    # would stop the resume's same-run check with a JSON traceback.
+    settings = folder / "run_settings.json"
+    if settings.is_file() and (problem := _json_problem(settings)):
+        return problem
     return None

@@ -32,9 +32,11 @@ from .prediction_files import (
     Predictions,
     align_labels,
     dataset_labels,
+    left_out_findings,
     pair_predictions,
     read_labels,
     read_predictions,
+    trimmed_columns,
     write_labels_csv,
     write_predictions_csv,
 )
@@ -334,6 +336,13 @@ def markdown(result: dict[str, Any], names: Sequence[str]) -> str:
             + ", ".join(result["undefined"])
             + ".",
         ]
+    if result.get("left_out"):
+        lines += [
+            "",
+            "Left out (no column in every file): "
+            + "; ".join(f"{n} (not in {' nor '.join(v)})" for n, v in result["left_out"].items())
+            + ".",
+        ]
     if result.get("realigned"):
         lines += ["", "B's predictions listed the images in another order: re-aligned by image id."]
     lines += ["", "![comparison](compare.png)", ""]
@@ -350,8 +359,10 @@ def write_comparison(
     seed: int = 0,
     realigned: bool = False,
     data: str | None = None,
+    left_out: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """compare.json, compare.md and compare.png in ``output_dir``; returns the result."""
+    """compare.json, compare.md and compare.png in ``output_dir``; returns the result.
+    ``left_out``: findings not compared, each with the files that have no column for it."""
     from .figures import comparison_figure
 
     if a.names != b.names:
@@ -368,6 +379,7 @@ def write_comparison(
         label_b="B",
         realigned=realigned,
         data=data,
+        left_out=left_out or {},
     )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -392,11 +404,30 @@ def run_compare(
     num_workers: int = 0,
     n_resamples: int = 1000,
     seed: int = 0,
+    label_map: str | None = None,
+    dataset_b: str | None = None,
+    data_dir_b: str | None = None,
+    split_b: str | None = None,
 ) -> dict[str, Any]:
     """The ``compare`` command: two models scored on a dataset split, or two prediction files
-    with labels from a labels CSV or a dataset split."""
+    with labels from a labels CSV or a dataset split. With ``label_map`` (data of another
+    source) or ``dataset_b`` (B on other images: not paired), see ``external_compare``."""
+    if label_map is not None or dataset_b is not None:
+        from .external_compare import run_external_compare
+
+        return run_external_compare(
+            output_dir, models=models, predictions=predictions, dataset=dataset,
+            data_dir=data_dir, split=split, options=options, label_map=label_map,
+            dataset_b=dataset_b, data_dir_b=data_dir_b, split_b=split_b,
+            max_eval_samples=max_eval_samples, batch_size=batch_size, num_workers=num_workers,
+            n_resamples=n_resamples, seed=seed,
+        )  # fmt: skip
     if len(models) + len(predictions) != 2 or (models and predictions):
         raise ValueError("give two models, or --predictions_a and --predictions_b.")
+    from .safe_weights import require_safetensors
+
+    for model in models:  # before the dataset is read: a pickled model is refused at once
+        require_safetensors(model)
     data_split = None
     if dataset is not None:
         from .data import load_cxr_dataset
@@ -431,13 +462,17 @@ def run_compare(
             output_dir, a, b, targets, n_resamples=n_resamples, seed=seed, data=where
         )
     a, b = (read_predictions(p) for p in predictions)
+    for p in (a, b):  # as the labels' columns: a stray space must not drop a finding
+        p.names = trimmed_columns(p.names, p.source)
     b, realigned = pair_predictions(a, b)
     if labels_file is not None:
         labels = read_labels(labels_file, _finding_columns(labels_file, a.names, b.names))
+        label_columns = _header(labels_file)
     elif data_split is not None:
         labels = dataset_labels(
             data_split.select_columns([c for c in data_split.column_names if c != "image"])
         )
+        label_columns = labels.names
     else:
         raise ValueError("Prediction files need labels: --labels FILE or --dataset / --data_dir.")
     # Only the findings that both files and the labels have (a CSV may carry other columns).
@@ -447,13 +482,14 @@ def run_compare(
             f"No finding is in both prediction files and the labels: A {a.names}, B {b.names}, "
             f"labels {labels.names}."
         )
-    for p in (a, b):
-        if dropped := [n for n in p.names if n not in names]:
-            logger.warning(
-                "Left out columns of %s that are not findings of both models and the labels: %s",
-                p.source,
-                dropped,
-            )
+    files = {a.source: a.names, b.source: b.names, f"the labels ({where})": label_columns}
+    left_out = left_out_findings(names, files, [*a.names, *b.names])
+    for lacking in dict.fromkeys(tuple(v) for v in left_out.values()):
+        logger.warning(
+            "Left out of the comparison, no column in %s: %s",
+            " nor ".join(lacking),
+            [n for n, v in left_out.items() if tuple(v) == lacking],
+        )
     a = _only(a, names)
     b = _only(b, names)
     targets = align_labels(a, labels)
@@ -466,18 +502,24 @@ def run_compare(
         seed=seed,
         realigned=realigned,
         data=where,
+        left_out=left_out,
     )
+
+
+def _header(path: str) -> list[str]:
+    """A CSV's column names, trimmed (``trimmed_columns``); none for a missing file."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        return []  # read_labels names the missing file
+    return trimmed_columns(pd.read_csv(path, nrows=0).columns, path)
 
 
 def _finding_columns(path: str, *findings: Sequence[str]) -> list[str] | None:
     """The columns of a labels CSV that every prediction file scores: the others (patient sex,
     age, notes) are no labels. None when there is none: every column is read, and the error
     then names the mismatch."""
-    import pandas as pd
-
-    if not Path(path).is_file():
-        return None  # read_labels names the missing file
-    columns = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    columns = _header(path)
     return [c for c in columns if all(c in names for names in findings)] or None
 
 

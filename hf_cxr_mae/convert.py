@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint_files import CheckpointError, checkpoint_format
+from .checkpoint_files import CheckpointError, checkpoint_format, refused_global
 
 # timm block sub-module -> transformers (ViTMAE / BEiT share these names in 5.x).
 _BLOCK_MAP = {
@@ -145,9 +145,11 @@ def load_source(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as err:
         if "Unsupported global" not in str(err) and "Weights only load failed" not in str(err):
             raise CheckpointError(f"{path}: a corrupt PyTorch checkpoint ({err}).") from err
+        found = refused_global(err)
         raise CheckpointError(
-            f"{path} needs arbitrary unpickling (it holds Python objects beyond tensors), which can run "
-            "code: refused. Re-save its state dict with torch.save(state_dict) or as safetensors."
+            f"{path} needs arbitrary unpickling (it holds Python objects beyond tensors"
+            f"{f': global {found}' if found else ''}), which can run code: a pickle the safe "
+            "loader refused. Re-save its state dict with torch.save(state_dict) or as safetensors."
         ) from err
     except (RuntimeError, EOFError) as err:
         raise CheckpointError(f"{path}: a corrupt PyTorch checkpoint ({err}).") from err

@@ -151,8 +151,19 @@ class Analyzer:
             if self.model.config.problem_type == "single_label_classification"
             else logits.sigmoid()
         )
+        from .model_checks import check_finite
         from .processing import flagged_findings
 
+        # As predict: a NaN or infinite output (damaged weights) is refused, never shown as a
+        # probability nor explained by a heatmap.
+        model_name = str(self.model.path) if self.onnx else self.model.name_or_path
+        try:
+            check_finite(
+                logits[None].detach().float().numpy(), probs[None].detach().float().numpy(),
+                model_name, self.names, [Path(path).name],
+            )  # fmt: skip
+        except ValueError as err:
+            return None, None, None, f"⚠️ {err}"
         scores = {name: float(p) for name, p in zip(self.names, probs, strict=True)}
         top = max(scores, key=scores.get)
         flagged = flagged_findings(self.model.config, scores)
@@ -213,7 +224,9 @@ def build_demo(model_id: str, mae_id: str | None = None, backend: str = "auto"):
     """The Gradio Blocks app (``backend``: as ``predict``'s; ONNX shows no heatmap, said so)."""
     import tempfile
 
-    import gradio as gr
+    from .extras import require
+
+    gr = require("gradio", "The demo")
 
     analyzer = Analyzer(model_id, mae_id, backend)
     with gr.Blocks(title="hf-cxr-mae chest X-ray demo") as demo:

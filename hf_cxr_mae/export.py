@@ -159,10 +159,12 @@ def verify(
         (_decisions(p_got, model.config) == _decisions(p_expected, model.config)).mean()
     )
     if variant is None:
-        limit = (tolerance or FP32_LOGIT_TOLERANCE) * max(1.0, float(np.abs(expected).max()))
+        # ``is None``, not ``or``: a tolerance of 0 asks for identical logits.
+        per_unit = FP32_LOGIT_TOLERANCE if tolerance is None else tolerance
+        limit = per_unit * max(1.0, float(np.abs(expected).max()))
         passed, stated = logit_diff <= limit, f"max abs. logit difference <= {limit:.3g}"
     else:
-        limit = tolerance or INT8_PROBABILITY_TOLERANCE
+        limit = INT8_PROBABILITY_TOLERANCE if tolerance is None else tolerance
         passed = float(prob_diff.max()) <= limit
         stated = f"max abs. probability difference <= {limit:g}"
     return Verification(
@@ -298,6 +300,10 @@ def export_onnx(
     on. ``check_images``: pixel values the graphs are compared on (default: the last quarter of
     ``calibration``, held out of the fit, else synthetic chest pictures). ``image_source``
     names them in the card and the error messages (e.g. "nih14 images")."""
+    from .extras import require
+
+    for module in ("onnx", "onnxscript", "onnxruntime"):  # all three, before the model loads
+        require(module, "Exporting to ONNX")
     from onnx import load, save
 
     from .predict import load_classifier

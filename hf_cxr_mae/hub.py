@@ -124,6 +124,9 @@ class CardData:
     uncertainty: str | None = None
     source: str | None = None  # the converted checkpoint's name (conversions only)
     repo_id: str | None = None  # the Hub repo pushed to: the widget's example image lives there
+    # Evaluations on data of other sources (``external_report.external_result`` of each one's
+    # metrics.json): rendered as the card's "External validation" table.
+    external_results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -255,6 +258,15 @@ def render_card(card: CardData) -> ModelCard:
         clinical=clinical_tables(report, config) if classifier else None,
         calibration=getattr(config, "calibration", None),
         operating_points=getattr(config, "operating_points", None),
+        external_results=[
+            {
+                **r,
+                "mauc_text": _num(r.get("mauc")),
+                "ci_text": _interval(r.get("mauc_ci95")),
+                "source_text": _num(r.get("source_test_mauc")),
+            }
+            for r in card.external_results
+        ],
     )
 
 

@@ -8,7 +8,7 @@ A folder written by ``hf-cxr-mae export`` holds ``onnx/model.onnx`` (fp32) and o
     probabilities = model.predict_proba(["a.png", "b.dcm"])  # (images, findings), numpy
 
 Importing this module imports neither torch nor transformers (a serving process saves ~0.75 GB);
-keep it so: ``tests/test_onnx_runtime.py`` checks it in a fresh interpreter.
+keep it so: ``tests/serving/test_onnx_runtime.py`` checks it in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .metrics.classification import probabilities
+from .model_checks import check_finite, check_unique_labels
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ PREFERENCE = ("dynamic", "static", None)
 
 def session(path: Path | str, threads: int = 0):
     """An ONNX Runtime CPU session of one graph, all graph optimisations on."""
-    import onnxruntime as ort
+    from .extras import require
+
+    ort = require("onnxruntime", "Running an ONNX export")
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -143,8 +146,10 @@ class FolderConfig:
 def _image(item: Image.Image | str | PathLike) -> Image.Image:
     """One grey 8-bit image, read as ``predict`` reads files (16-bit by its range, DICOM windows,
     alpha on black): X-rays hold one channel, which the model sees in each of its channels."""
-    if isinstance(item, Image.Image) and item.mode == "L":
-        return item
+    if isinstance(item, Image.Image):  # upright by its EXIF tag, as transformers' load_image
+        item = ImageOps.exif_transpose(item)
+        if item.mode == "L":
+            return item
     # Here, not at the top: pixel inputs never need the reader.
     from .data.images import read_xray, to_grayscale
 
@@ -165,6 +170,9 @@ def _image(item: Image.Image | str | PathLike) -> Image.Image:
 # absent key by their type (resample, centre crop, an int size as a square or a shortest side):
 # rather than guess, an export without them is refused (``processor_settings``).
 _REQUIRED = ("do_resize", "size", "resample", "do_rescale", "do_normalize")
+# An absent do_center_crop is a 224 x 224 crop to BitImageProcessor (ours), DeiT's and CLIP's, no
+# crop to BEiT's: required, except of the processors that have no crop step at all.
+_NO_CROP_STEP = ("ViTImageProcessor", "ViTImageProcessorFast")
 
 
 def processor_settings(folder: str | PathLike) -> dict[str, Any]:
@@ -174,10 +182,15 @@ def processor_settings(folder: str | PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} not found: the folder's preprocessing is unknown.")
     settings = json.loads(path.read_text(encoding="utf-8"))
     missing = [key for key in _REQUIRED if key not in settings]
+    crops_by_default = settings.get("image_processor_type") not in _NO_CROP_STEP
+    if "do_center_crop" not in settings and crops_by_default:
+        missing.append("do_center_crop")
     if settings.get("do_normalize"):
         missing += [key for key in ("image_mean", "image_std") if key not in settings]
     if settings.get("do_center_crop") and "crop_size" not in settings:
         missing.append("crop_size")
+    if settings.get("do_rescale") and "rescale_factor" not in settings:
+        missing.append("rescale_factor")
     if missing:
         raise ValueError(f"{path} does not say {', '.join(missing)}; write them in it.")
     for key in ("size", "crop_size"):
@@ -222,6 +235,30 @@ def pixels_of(image: Image.Image, settings: dict[str, Any], channels: int) -> np
     return pixels.astype(np.float32)
 
 
+def _load_graph(path: Path, folder: str | PathLike, threads: int):
+    """``session(path)``, with ONNX Runtime's refusal of a damaged graph (an empty, truncated or
+    corrupt file: a copy cut short, a full disk during the export) said as a ``ValueError``
+    naming the file and the fix."""
+    from .extras import require
+
+    # Through require: without onnxruntime, the one line naming the extra, not a traceback.
+    require("onnxruntime", "Running an ONNX export")
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    refusals = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
+                ort_errors.InvalidProtobuf, ort_errors.NoSuchFile)  # fmt: skip
+    try:
+        return session(path, threads)
+    except refusals as err:
+        size = path.stat().st_size
+        what = "is empty" if size == 0 else f"({size} bytes) is not a loadable ONNX graph"
+        reason = " ".join(str(err).split(":")[-1].split()).rstrip(".") or type(err).__name__
+        raise ValueError(
+            f"{path} {what}: truncated or corrupt ({reason}). Export it again: "
+            f"`hf-cxr-mae export MODEL {folder}`."
+        ) from err
+
+
 class OnnxClassifier:
     """An exported classifier run by ONNX Runtime on the CPU.
 
@@ -236,6 +273,7 @@ class OnnxClassifier:
     def __init__(
         self, folder: str | PathLike, variant: str | None = None, threads: int = 0
     ) -> None:
+        check_graph_files(folder)
         files = onnx_files(folder)
         if not files:
             raise FileNotFoundError(
@@ -255,7 +293,8 @@ class OnnxClassifier:
         self.path = files[key]
         self.variant = "fp32" if key is None else f"int8 {key}"
         self.config = FolderConfig.from_folder(folder)
-        self.session = session(self.path, threads)
+        check_unique_labels(self.config.id2label, str(folder))
+        self.session = _load_graph(self.path, folder, threads)
 
     def __call__(self, pixel_values: Any) -> Any:
         torch = sys.modules.get("torch")  # a tensor can only come from a process that has torch
@@ -298,7 +337,13 @@ class OnnxClassifier:
             pixels = self._checked_pixels(images)
         else:
             pixels = self.preprocess(images)
-        return probabilities(self(pixels), self.config.problem_type).astype(np.float32)
+        logits = self(pixels)
+        probs = probabilities(logits, self.config.problem_type).astype(np.float32)
+        names = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        named = isinstance(images, (list, tuple))
+        inputs = images if named else [f"image {i}" for i in range(len(probs))]
+        check_finite(logits, probs, str(self.path), names, inputs)
+        return probs
 
     def _checked_pixels(self, pixels: Any) -> np.ndarray:
         """Normalised float pixels of the model's shape; one channel is repeated (as predict does)."""
@@ -325,4 +370,18 @@ class OnnxClassifier:
 def is_onnx_folder(model: str | PathLike) -> bool:
     """An exported folder without PyTorch weights (what ``--backend auto`` runs with ONNX)."""
     folder = Path(model)
+    if folder.is_dir():
+        check_graph_files(folder)
     return folder.is_dir() and bool(onnx_files(folder)) and not weights_files(folder)
+
+
+def check_graph_files(folder: str | PathLike) -> None:
+    """Refuse (``ValueError``) a graph's name in ``onnx/`` that is not a file (a folder): it
+    would otherwise be passed over and the folder's error be about something else."""
+    for name in FILES.values():
+        path = Path(folder) / ONNX_DIR / name
+        if path.exists() and not path.is_file():
+            raise ValueError(
+                f"{path} is not a file (a folder?): an ONNX graph is one file. Export again "
+                f"(`hf-cxr-mae export MODEL {folder}`) or remove it."
+            )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import os
@@ -19,6 +17,17 @@ from PIL import Image
 from .data.image_paths import IMAGE_SUFFIXES
 from .data.images import read_xray
 from .data.transforms import create_transform
+from .predict_output import (  # noqa: F401 (the results file's helpers, importable from here)
+    OutputError,
+    ResultWriter,
+    check_resumable,
+    check_writable,
+    done_paths,
+    drop_failed_rows,
+    drop_partial_row,
+    output_error,
+    run_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +81,13 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def load_classifier(model_name_or_path: str):
-    """A classifier checkpoint (folder or Hub id); a clear error for an encoder without a head."""
+    """A classifier checkpoint (folder or Hub id), from safetensors only; a clear error for an
+    encoder without a head or for weights that exist only as a pickle (``pytorch_model.bin``)."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    from .model_checks import check_unique_labels
     from .onnx_runtime import is_onnx_folder
+    from .safe_weights import no_safetensors_message, require_safetensors
 
     if is_onnx_folder(model_name_or_path):
         raise ValueError(
@@ -89,7 +101,17 @@ def load_classifier(model_name_or_path: str):
             f"{model_name_or_path} is a {config.model_type!r} checkpoint without a classification head "
             f"({config.architectures}). Fine-tune it first (recipes/finetune.py) or pick a classifier."
         )
-    return AutoModelForImageClassification.from_pretrained(model_name_or_path).eval()
+    check_unique_labels(config.id2label, model_name_or_path)
+    require_safetensors(model_name_or_path)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            model_name_or_path, use_safetensors=True
+        )
+    except OSError as err:  # a Hub repository without safetensors weights
+        if message := no_safetensors_message(model_name_or_path, err):
+            raise ValueError(message) from err
+        raise
+    return model.eval()
 
 
 def load_model(model_name_or_path: str, backend: str = "auto"):
@@ -129,6 +151,20 @@ def model_identity(model) -> str:
         return name
     folder, weights = Path(name).resolve(), weights_files(name)
     return f"{folder} sha256:{files_sha256(weights)}" if weights else str(folder)
+
+
+def _identity(model) -> str:
+    """``model_identity``, or for a model built in memory (no folder, no Hub id) the fingerprint
+    of its weights, so that two such models are told apart too."""
+    import hashlib
+
+    if identity := model_identity(model):
+        return identity
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())
+    return f"in-memory {type(model).__name__} sha256:{digest.hexdigest()}"
 
 
 def _settings(model):
@@ -224,12 +260,25 @@ def iter_predictions(
         if pixels is not None:
             logits = run(pixels.expand(-1, settings.num_channels, -1, -1))
             probs = probabilities_of(logits.float(), config.problem_type)
+            _check_finite(model, logits, probs, [paths[i] for i in indices], names)
             for i, row in zip(indices, probs.tolist(), strict=True):
                 scores = dict(zip(names, row, strict=True))
                 results.append(
                     Prediction(str(paths[i]), scores, flagged=flagged_findings(config, scores))
                 )
         yield results, failures
+
+
+def _check_finite(model, logits, probs, paths: Sequence[Path], names: Sequence[str]) -> None:
+    """A NaN or infinite output (damaged weights) is an error naming the model and the image:
+    never a predicted row, nor a bare ``NaN`` in the JSON printout (``model_checks``)."""
+    from .model_checks import check_finite
+
+    name = str(model.path) if is_onnx(model) else getattr(model, "name_or_path", "")
+    check_finite(
+        logits.detach().float().cpu().numpy(), probs.detach().float().cpu().numpy(),
+        name or type(model).__name__, names, paths,
+    )  # fmt: skip
 
 
 def predict_files(
@@ -245,132 +294,6 @@ def predict_files(
     return results, failures
 
 
-def done_paths(output: Path) -> set[str]:
-    """The files a previous run already predicted into ``output`` (CSV or JSON lines): skipped
-    on rerun. Rows that failed (an ``error``) are not done: see ``drop_failed_rows``."""
-    return {row["path"] for row in _rows(output) if row.get("path") and not row.get("error")}
-
-
-def _rows(output: Path) -> list[dict]:
-    """The rows of a results file (JSON lines: a line cut short by a crash is left out)."""
-    if not output.is_file():
-        return []
-    if output.suffix == ".jsonl":
-        rows = []
-        for line in output.read_text(encoding="utf-8-sig").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:  # a line cut short by a crash: predicted again
-                continue
-        return rows
-    with output.open(newline="", encoding="utf-8-sig") as f:
-        return list(csv.DictReader(f))
-
-
-def drop_failed_rows(output: Path) -> int:
-    """Remove the rows of images that could not be read from ``output`` (rewritten through a
-    temporary file, so a crash leaves the old file), so that a rerun tries them again without
-    leaving two rows for one image; returns how many were removed."""
-    if not output.is_file():
-        return 0
-    temporary = output.with_name(output.name + ".rewrite")
-    if output.suffix == ".jsonl":
-        with output.open("rb") as f:
-            lines = f.read().splitlines(keepends=True)
-        keep = [line for line in lines if not _is_error_line(line)]
-        removed = len(lines) - len(keep)
-        if removed:
-            temporary.write_bytes(b"".join(keep))
-    else:  # csv.reader: an error message may span lines inside its quotes
-        with output.open(newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-        keep = rows[:1] + [row for row in rows[1:] if len(row) < 2 or not row[1]]
-        removed = len(rows) - len(keep)
-        if removed:
-            with temporary.open("w", newline="", encoding="utf-8") as f:
-                csv.writer(f).writerows(keep)
-    if removed:
-        os.replace(temporary, output)
-        logger.warning("%s: %d images that failed before are tried again.", output, removed)
-    return removed
-
-
-def _is_error_line(line: bytes) -> bool:
-    try:
-        return bool(json.loads(line).get("error"))
-    except (ValueError, AttributeError):
-        return False
-
-
-def drop_partial_row(output: Path) -> None:
-    """Cut a last line that lacks its newline (a run killed while writing it), so that its image
-    is predicted again and the next row does not continue that line."""
-    if not output.is_file():
-        return
-    data = output.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    keep = data.rfind(b"\n") + 1
-    logger.warning(
-        "%s ends in a row cut short (%r): dropped, its image is predicted again.",
-        output, data[keep:][:80].decode("utf-8", "replace"),
-    )  # fmt: skip
-    with output.open("r+b") as f:
-        f.truncate(keep)
-
-
-class ResultWriter:
-    """Appends each batch's rows to a CSV (``path``, ``error``, one column per finding,
-    ``flagged``: the findings at or above their operating point, ``;``-separated) or a JSON lines
-    file (``.jsonl``), flushed per batch, so an interrupted run keeps what it predicted."""
-
-    def __init__(self, output: Path, names: Sequence[str]) -> None:
-        self.output, self.names = Path(output), list(names)
-        self.jsonl = self.output.suffix == ".jsonl"
-        fresh = not self.output.is_file() or self.output.stat().st_size == 0
-        if not fresh and not self.jsonl:
-            with self.output.open(newline="", encoding="utf-8-sig") as f:
-                header = next(csv.reader(f), [])
-            if header != self._header():
-                raise ValueError(
-                    f"{self.output} holds results with other columns ({', '.join(header[:6])}...); "
-                    "pass another --output or delete it."
-                )
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.output.open("a", newline="", encoding="utf-8")
-        self.csv = None if self.jsonl else csv.writer(self.file)
-        if fresh and self.csv:
-            self.csv.writerow(self._header())
-
-    def _header(self) -> list[str]:
-        return ["path", "error", *self.names, "flagged"]
-
-    def write(self, results: Sequence[Prediction], failures: Sequence[tuple[str, str]]) -> None:
-        for result in results:
-            flagged = [n for n, f in (result.flagged or {}).items() if f]
-            if self.jsonl:
-                row = {"path": result.path, "probabilities": result.probabilities}
-                if result.flagged is not None:
-                    row["flagged"] = flagged
-                self.file.write(json.dumps(row) + "\n")
-            else:
-                # 9 significant digits give a float32 back exactly: fixed decimals turned a
-                # confident model's small probabilities into tied zeros (another AUROC).
-                values = [f"{result.probabilities[n]:.9g}" for n in self.names]
-                marks = ";".join(flagged) if result.flagged is not None else ""
-                self.csv.writerow([result.path, "", *values, marks])
-        for path, error in failures:
-            if self.jsonl:
-                self.file.write(json.dumps({"path": path, "error": error}) + "\n")
-            else:
-                self.csv.writerow([path, error, *[""] * len(self.names), ""])
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def predict_to_file(
     model,
     paths: Sequence[Path],
@@ -384,36 +307,46 @@ def predict_to_file(
     """Predict ``paths`` into ``output`` (CSV, or JSON lines for ``.jsonl``) batch by batch,
     decoding in ``num_workers`` processes (default: the CPUs, at most 4) with a tqdm bar.
     With ``resume``, files already predicted in ``output`` are skipped (failed ones are tried
-    again); ``<output>.model`` records the model and its weights' fingerprint, and a file another
-    model (or an earlier state of this folder) wrote is refused. Returns (predicted, failed,
-    skipped)."""
+    again); ``<output>.model`` records the weights' fingerprint and how they ran (``run_record``:
+    precision, backend), and a file other weights (or other run settings) wrote is refused, as is, before any change, a file
+    predict did not write (``predict_output.check_resumable``). A folder that cannot be written
+    is named before any prediction; a full disk raises ``OutputError`` ("no space left on ...")
+    with whole rows kept, so the same call finishes the file. Non-finite outputs raise ValueError
+    (``iter_predictions``). Returns (predicted, failed, skipped)."""
     from tqdm.auto import tqdm
 
     output = Path(output)
+    check_writable(output, "--output")
+    config = model.config
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    # The model a file's rows came from, beside it: a rerun with another model would otherwise
+    # skip every image already there and leave the first model's numbers under the second's name.
+    stamp, identity = Path(f"{output}.model"), run_record(model, fast)
+    # Before anything changes: a file predict did not write, or another model's, is refused.
+    check_resumable(output, names, identity if resume else None)
     if resume:
         drop_partial_row(output)
         drop_failed_rows(output)
     done = done_paths(output) if resume else set()
     if not resume and output.exists():
         output.unlink()
-    # The model a file's rows came from, beside it: a rerun with another model would otherwise
-    # skip every image already there and leave the first model's numbers under the second's name.
-    stamp, identity = Path(f"{output}.model"), model_identity(model)
-    previous = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() and done else ""
-    if identity and previous and previous != identity:
-        raise ValueError(
-            f"{output} holds predictions of another model ({previous}), not of {identity}; "
-            f"pass another --output, or delete {output} and {stamp}."
-        )
     # Also by absolute path: a rerun may name the same files from another folder.
     done |= {str(Path(d).resolve()) for d in done}
     todo = [p for p in paths if str(p) not in done and str(Path(p).resolve()) not in done]
     if num_workers is None:
         num_workers = min(4, os.cpu_count() or 1) if len(todo) > batch_size else 0
-    config = model.config
-    writer = ResultWriter(output, [config.id2label[i] for i in range(config.num_labels)])
-    if identity:
-        stamp.write_text(identity + "\n", encoding="utf-8")
+    # Before the first row, so that no row is ever without the record of its model; through a
+    # temporary file, so that a full disk never leaves a cut record (which no model matches).
+    if not (stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == identity):
+        temporary = Path(f"{stamp}.tmp")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(identity + "\n", encoding="utf-8")
+            os.replace(temporary, stamp)
+        except OSError as err:
+            temporary.unlink(missing_ok=True)
+            raise output_error(stamp, err) from err
+    writer = ResultWriter(output, names)
     predicted = failed = 0
     try:
         with tqdm(total=len(todo), unit="img", disable=not progress) as bar:
@@ -474,7 +407,10 @@ def heatmap_overlay(
 
 
 def write_heatmaps(model, prediction: Prediction, out_dir: Path, top: int = 3) -> list[str]:
-    """One PNG per top finding: ``<stem>_<finding>.png``."""
+    """One PNG per top finding in ``out_dir``: ``<stem>_<finding>.png``, the finding's name made
+    safe (``file_names.safe_file_stems``: it comes from the model's config)."""
+    from .file_names import safe_file_stems
+
     settings = _settings(model)
     image = read_xray(prediction.path)
     pixels = create_transform(settings, "eval")(image)[None].expand(
@@ -482,11 +418,12 @@ def write_heatmaps(model, prediction: Prediction, out_dir: Path, top: int = 3) -
     )
     names = list(prediction.probabilities)
     best = sorted(names, key=prediction.probabilities.get, reverse=True)[:top]
+    stems = safe_file_stems(names)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in best:
         cam = grad_cam(model, pixels, names.index(name))
-        path = out_dir / f"{Path(prediction.path).stem}_{name.replace(' ', '_')}.png"
+        path = out_dir / f"{Path(prediction.path).stem}_{stems[name]}.png"
         heatmap_overlay(image, cam, settings).save(path)
         written.append(str(path))
     return written
@@ -508,7 +445,12 @@ def reconstruct_figure(
             f"{model_name_or_path} is not a full MAE (encoder + decoder) checkpoint; reconstruct needs one."
         )
     check_setting("mask_ratio", mask_ratio, flag="--mask-ratio")
-    model = CXRMAEForPreTraining.from_pretrained(model_name_or_path, mask_ratio=mask_ratio).eval()
+    from .safe_weights import require_safetensors
+
+    require_safetensors(model_name_or_path)
+    model = CXRMAEForPreTraining.from_pretrained(
+        model_name_or_path, mask_ratio=mask_ratio, use_safetensors=True
+    ).eval()
     transform = create_transform(model.config, "eval")
     pixels = torch.stack([transform(read_xray(p)) for p in paths]).expand(
         -1, model.config.num_channels, -1, -1

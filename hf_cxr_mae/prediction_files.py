@@ -82,6 +82,24 @@ def _json_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _check_is_file(path: Path, what: str) -> None:
+    """``what`` must be a file: a folder or a missing path is named as such."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; name the CSV file in it.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist.")
+
+
+def _read_csv(path: Path):
+    """``pd.read_csv``, with an empty file (pandas' bare "No columns to parse from file") named."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{path} is empty: no header, no rows.") from err
+
+
 def read_predictions(path: str | Path) -> Predictions:
     """A prediction file as ``hf-cxr-mae predict`` writes it: CSV (an image column of
     ``ID_COLUMNS``, one probability column per finding; ``error`` and ``flagged`` ignored),
@@ -91,8 +109,7 @@ def read_predictions(path: str | Path) -> Predictions:
     import pandas as pd
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Prediction file {path} does not exist.")
+    _check_is_file(path, "Prediction file")
     failed: list[str] = []
     if path.suffix.lower() in (".json", ".jsonl"):
         rows = _json_rows(path)
@@ -110,7 +127,7 @@ def read_predictions(path: str | Path) -> Predictions:
                 )
         probabilities = np.array([[row["probabilities"][n] for n in names] for row in rows])
     else:
-        frame = pd.read_csv(path)
+        frame = _read_csv(path)
         id_column = _id_column(list(frame.columns), path)
         if "error" in frame.columns:
             bad = frame["error"].notna() & (frame["error"].astype(str).str.strip() != "")
@@ -148,15 +165,43 @@ def read_predictions(path: str | Path) -> Predictions:
     return Predictions(ids, names, probabilities, str(path), {"failed": failed})
 
 
+def trimmed_columns(columns: Sequence[Any], source: str | Path) -> list[str]:
+    """Column names with surrounding whitespace removed (``Effusion `` is ``Effusion``: a stray
+    space must not drop a finding from a comparison); refused when two become the same."""
+    trimmed = [str(c).strip() for c in columns]
+    seen: dict[str, Any] = {}
+    for raw, name in zip(columns, trimmed, strict=True):
+        if name in seen:
+            raise ValueError(
+                f"{source}: columns {str(seen[name])!r} and {str(raw)!r} are the same name "
+                f"{name!r} once surrounding spaces are removed."
+            )
+        seen[name] = raw
+    return trimmed
+
+
+def left_out_findings(
+    compared: Sequence[str], columns: dict[str, Sequence[str]], findings: Sequence[str]
+) -> dict[str, list[str]]:
+    """Each of ``findings`` not ``compared``, with the sources (of ``columns``: source -> its
+    columns) that lack it: the files to blame."""
+    return {
+        name: [source for source, names in columns.items() if name not in names]
+        for name in dict.fromkeys(findings)
+        if name not in compared
+    }
+
+
 def read_labels(path: str | Path, names: Sequence[str] | None = None) -> Labels:
     """A labels CSV: an image column of ``ID_COLUMNS`` and one column per finding holding
-    1, 0, -1 (ignored) or blank (ignored)."""
+    1, 0, -1 (ignored) or blank (ignored). Column names are compared trimmed (see
+    ``trimmed_columns``)."""
     import pandas as pd
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Labels file {path} does not exist.")
-    frame = pd.read_csv(path)
+    _check_is_file(path, "Labels file")
+    frame = _read_csv(path)
+    frame.columns = trimmed_columns(frame.columns, path)
     id_column = _id_column(list(frame.columns), path)
     columns = list(names) if names is not None else [c for c in frame.columns if c != id_column]
     if missing := [c for c in columns if c not in frame.columns]:
@@ -176,26 +221,89 @@ def read_labels(path: str | Path, names: Sequence[str] | None = None) -> Labels:
     return Labels(ids, [str(c) for c in columns], targets, str(path))
 
 
-def _basename(image: str) -> str:
-    return image.replace("\\", "/").rsplit("/", 1)[-1]
+def _parts(image: str) -> tuple[str, ...]:
+    """An id's path components (``\\`` as ``/``, ``.`` and doubled ``/`` dropped); a leading
+    ``""`` marks an absolute path."""
+    parts = image.replace("\\", "/").split("/")
+    return tuple(p for i, p in enumerate(parts) if p != "." and (p or i == 0))
 
 
-def _keys(ids: Sequence[str], others: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Keys to match two id lists by: the ids themselves when every one of ``ids`` is among
-    ``others``, else their file names (a path from ``predict`` against a dataset's relative
-    ``image_id``) when those are unique on both sides."""
+def _keys(
+    ids: Sequence[str], others: Sequence[str], source: str, other_source: str
+) -> tuple[list[str], list[str]]:
+    """Keys to match two id lists by: equal keys name the same image. The ids themselves when
+    every one of one list is among the other; else an id matches the one id of ``others`` that
+    it ends (or that ends it) component by component, as an absolute path from ``predict``
+    against a dataset's ``image_id`` relative to its folder, and every match must put the same
+    folder in front (one folder the relative ids are relative to). Never by file name alone:
+    ``site1/x0.png`` and ``site2/x0.png`` are two images. Raises ValueError naming the ids when
+    an id could be two images, or when the matches need different folders."""
     if set(ids) <= set(others) or set(others) <= set(ids):
         return list(ids), list(others)
-    a, b = [_basename(i) for i in ids], [_basename(i) for i in others]
-    if len(set(a)) == len(a) and len(set(b)) == len(b):
-        return a, b
-    return list(ids), list(others)
+    how = (
+        "Image ids must name each image in full in both: the same paths (e.g. run predict on "
+        "the same paths for both models), or paths relative to one folder (a dataset's "
+        "image_id) against the full paths under that folder."
+    )
+    split = [_parts(o) for o in others]
+    by_name: dict[str, list[int]] = {}
+    for j, parts in enumerate(split):
+        by_name.setdefault(parts[-1] if parts else "", []).append(j)
+    match: dict[int, int] = {}
+    matched_by: dict[int, int] = {}
+    roots: dict[tuple[str, tuple[str, ...]], tuple[int, int]] = {}
+    for i, image in enumerate(ids):
+        parts = _parts(image)
+        found = [
+            j
+            for j in by_name.get(parts[-1] if parts else "", [])
+            if parts[-len(split[j]) :] == split[j] or split[j][-len(parts) :] == parts
+        ]
+        if len(found) > 1:
+            raise ValueError(
+                f"Image {image!r} of {source} matches {len(found)} images of {other_source} "
+                f"({others[found[0]]!r}, {others[found[1]]!r}): they are different images. {how}"
+            )
+        if not found:
+            continue
+        j = found[0]
+        if j in matched_by:
+            raise ValueError(
+                f"Image {others[j]!r} of {other_source} matches both {ids[matched_by[j]]!r} and "
+                f"{image!r} of {source}: they are different images. {how}"
+            )
+        match[i], matched_by[j] = j, i
+        # The folder in front of the shorter id, and on which side it is.
+        extra = len(parts) - len(split[j])
+        if extra > 0:
+            root = ("a", parts[:extra])
+        elif extra < 0:
+            root = ("b", split[j][:-extra])
+        else:
+            root = ("", ())
+        roots.setdefault(root, (i, j))
+    if len(roots) > 1:
+        (i1, j1), (i2, j2) = list(roots.values())[:2]
+        raise ValueError(
+            f"The image ids of {source} and {other_source} match under different folders: "
+            f"{ids[i1]!r} ~ {others[j1]!r} but {ids[i2]!r} ~ {others[j2]!r}. {how}"
+        )
+    keys, other_keys = list(ids), list(others)
+    for i, j in match.items():
+        keys[i] = others[j]
+    if roots and next(iter(roots)) != ("", ()):
+        ((i, j),) = roots.values()
+        logger.warning(
+            "Image ids of %s and %s matched by their common ending (e.g. %r ~ %r).",
+            source, other_source, ids[i], others[j],
+        )  # fmt: skip
+    return keys, other_keys
 
 
 def pair_predictions(a: Predictions, b: Predictions) -> tuple[Predictions, bool]:
     """``b`` in ``a``'s image order. Raises ValueError naming the first image that only one of
     them scored. Returns the aligned ``b`` and whether it had to be re-ordered."""
-    keys_a, keys_b = _keys(a.ids, b.ids)
+    keys_a, keys_b = _keys(a.ids, b.ids, f"A ({a.source})", f"B ({b.source})")
     if keys_a == keys_b:
         return b, False
     only_a = [i for i, k in zip(a.ids, keys_a, strict=True) if k not in set(keys_b)]
@@ -234,7 +342,7 @@ def align_labels(predictions: Predictions, labels: Labels) -> np.ndarray:
         raise ValueError(
             f"{predictions.source} has findings {missing} that the labels ({labels.source}) lack."
         )
-    keys_p, keys_l = _keys(predictions.ids, labels.ids)
+    keys_p, keys_l = _keys(predictions.ids, labels.ids, predictions.source, labels.source)
     position = {k: i for i, k in enumerate(keys_l)}
     for image, key in zip(predictions.ids, keys_p, strict=True):
         if key not in position:

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from .data.metadata import subgroup_columns
+from .external_report import add_source_comparison, external_lines
 from .metrics.bootstrap import bootstrap_aurocs, percentile_interval
 from .metrics.calibration import calibration_summary
 from .metrics.classification import SINGLE_LABEL, metrics_for, scores_and_targets
@@ -160,6 +161,8 @@ def write_report(
     figures += _clinical_sections(
         report, out, scores, targets, names, groups, config, single, n_resamples, seed
     )
+    if "external_validation" in report:  # a model of another source: against its own test
+        add_source_comparison(report)
     write_metrics_json(out, report)
     (out / "report.md").write_text(_markdown(report, names, figures))
     return report
@@ -289,6 +292,7 @@ def _markdown(report: dict[str, Any], names: list[str], figures: list[str]) -> s
         lines += [
             f"| {n} | {_fmt(report['sensitivity'][n])} | {_fmt(report['ppv'][n])} |" for n in names
         ]
+    lines += external_lines(report)
     lines += calibration_lines(report, names)
     lines += operating_point_lines(report, names)
     lines += subgroup_lines(report, names)

@@ -2,8 +2,9 @@
 
 Full-size PNG decoding is the bottleneck of CXR training (about 70 images/s per core for
 1024x1024 files). The cache decodes each image once, shrinks it so its shortest side is
-``size``, and stores the raw uint8 pixels (``pixels``, ``height``, ``width``) with every other column. All transforms read
-it directly (see ``transforms.example_image``). It is written with ``save_to_disk`` under a key
+``size``, and stores the raw uint8 pixels (``pixels``, ``height``, ``width``) and the image's
+perceptual hash (``perceptual_hash``: re-encoded copies across splits, see ``near_duplicates``)
+with every other column. All transforms read it directly (see ``transforms.example_image``). It is written with ``save_to_disk`` under a key
 made of the content (paths, file sizes and times, labels) and the settings, so a later run with the
 same data reuses it, and a crash mid-build never leaves a half cache behind (written to a temporary
 ``.building-<host>-<pid>-*`` folder, then renamed; the next build removes the folders of builds
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -29,11 +31,13 @@ import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, Image, Value, load_from_disk
 
 from .images import read_xray
+from .near_duplicates import HASH_COLUMN, perceptual_hash
 from .transforms import resize_shortest, to_uint8_tensor
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = "1"
+# 2: EXIF orientation applied (read_xray), and each image's perceptual hash kept.
+CACHE_VERSION = "2"
 # For library callers that give no size; the recipes size the cache from their crops
 # (``cache_size_for``).
 DEFAULT_CACHE_SIZE = 320
@@ -204,11 +208,13 @@ def _cache_key(dataset: Dataset, size: int) -> str:
 
 
 def _decode_batch(batch: dict[str, list], size: int) -> dict[str, list]:
-    pixels, heights, widths = [], [], []
+    pixels, heights, widths, hashes = [], [], [], []
     for item in batch["image"]:
         source = item["path"] if item["bytes"] is None else io.BytesIO(item["bytes"])
         try:
-            image = to_uint8_tensor(read_xray(source))
+            decoded = read_xray(source)
+            hashes.append(perceptual_hash(decoded))  # here, where the pixels are decoded anyway
+            image = to_uint8_tensor(decoded)
         except Exception as err:
             raise ValueError(
                 f"Cannot decode {item['path'] or 'an embedded image'} while building the cache: {err}"
@@ -217,7 +223,25 @@ def _decode_batch(batch: dict[str, list], size: int) -> dict[str, list]:
         pixels.append(np.ascontiguousarray(image).tobytes())
         heights.append(image.shape[0])
         widths.append(image.shape[1])
-    return {"pixels": pixels, "height": heights, "width": widths}
+    return {HASH_COLUMN: hashes, "pixels": pixels, "height": heights, "width": widths}
+
+
+def non_empty_splits(data: DatasetDict | dict[str, Dataset], source: str) -> dict[str, Dataset]:
+    """The splits that hold images; each empty one is skipped with a warning (as the recipes
+    skip an empty validation or test split): a cache of no image is no cache."""
+    for split in [k for k, v in data.items() if len(v) == 0]:
+        logger.warning("The %s split is empty (0 images) in %s: not cached.", split, source)
+    return {k: v for k, v in data.items() if len(v) > 0}
+
+
+def _complete(folder: Path) -> bool:
+    """Whether ``folder`` is a whole saved dataset: its state lists data files and every one is
+    there (an empty split saved by older versions left a folder with none)."""
+    try:
+        files = json.loads((folder / "state.json").read_text())["_data_files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(files) and all((folder / f["filename"]).is_file() for f in files)
 
 
 def build_cache(
@@ -231,13 +255,19 @@ def build_cache(
         return DatasetDict({k: build_cache(v, size, cache_dir, num_proc) for k, v in data.items()})
     if "image" not in data.column_names:
         raise ValueError(f"Nothing to cache: no 'image' column (columns: {data.column_names}).")
+    if len(data) == 0:
+        # Nothing to decode; saved, it would be a folder without data that no reuse could load.
+        return data
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / f"{_cache_key(data, size)}-{size}"
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(root)
     if (target / "dataset_info.json").is_file():
-        logger.info("Reusing pixel cache %s", target)
-        return load_from_disk(str(target))
+        if _complete(target):
+            logger.info("Reusing pixel cache %s", target)
+            return load_from_disk(str(target))
+        logger.warning("Pixel cache %s is incomplete (data files missing): rebuilt.", target)
+        shutil.rmtree(target, ignore_errors=True)
     logger.info(
         "Building the pixel cache of %d images at shortest side %d px in %s: about %s on disk "
         "(estimated from image headers).",
@@ -252,7 +282,12 @@ def build_cache(
     try:
         features = Features({k: v for k, v in data.features.items() if k != "image"})
         features.update(
-            {"pixels": Value("binary"), "height": Value("int32"), "width": Value("int32")}
+            {
+                HASH_COLUMN: Value("binary"),
+                "pixels": Value("binary"),
+                "height": Value("int32"),
+                "width": Value("int32"),
+            }
         )
         cached = data.cast_column("image", Image(decode=False)).map(
             _decode_batch,

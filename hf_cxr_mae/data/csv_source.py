@@ -11,7 +11,16 @@ from datasets import DatasetDict
 
 from .building import build_splits
 from .files import read_csv
-from .labels import check_policy, parse_label_rows, warn_lookalike_names
+from .labels import (
+    LABEL_SEPARATOR,
+    check_label_separator,
+    check_policy,
+    check_separator_use,
+    contradicts_no_finding,
+    parse_label_rows,
+    split_labels,
+    warn_lookalike_names,
+)
 from .metadata import NON_METADATA, normalize_metadata
 from .split_files import SPLIT_ALIASES, load_from_split_files, parse_split_files
 from .splits import patient_split
@@ -58,13 +67,25 @@ def _metadata_map(given: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     return standard, extra
 
 
+def _separator(separator: str, delimiter: str | None) -> str:
+    """``label_separator``, or ``label_delimiter`` (its old name) when that is given instead."""
+    if delimiter is not None:
+        if separator not in (LABEL_SEPARATOR, delimiter):
+            raise ValueError(
+                f"label_delimiter={delimiter!r} and label_separator={separator!r} disagree; "
+                "label_delimiter is the old name of label_separator: pass only label_separator."
+            )
+        separator = delimiter
+    return check_label_separator(separator)
+
+
 def load_csv(
     data_dir: str | Path,
     csv_file: str = "labels.csv",
     image_column: str = "path",
     label_columns: Sequence[str] | None = None,
     label_column: str | None = None,
-    label_delimiter: str = "|",
+    label_separator: str = LABEL_SEPARATOR,
     label_names: Sequence[str] | None = None,
     no_finding: str | None = "No Finding",
     uncertainty: str = "ignore",
@@ -77,11 +98,14 @@ def load_csv(
     on_bad: str = "raise",
     split_files: Mapping[str, str | Path] | str | None = None,
     metadata_columns: Sequence[str] | None = None,
+    label_delimiter: str | None = None,
 ) -> DatasetDict:
     """A CSV with an image-path column (relative to ``data_dir``) and labels given either as one
     1/0/-1/blank column per finding (``label_columns``; default: every column not otherwise
-    named) or as one delimited column (``label_column``, e.g. ``"A|B"``, names from
-    ``label_names`` or the sorted values found). ``split_column`` values train/validation/test
+    named) or as one delimited column (``label_column``, e.g. ``"A|B"``, split on
+    ``label_separator``, names from ``label_names`` or the sorted values found; findings written
+    with another common separator, ``"A;B"`` where ``A`` is a label, are refused naming the rows
+    and the separator to pass; ``label_delimiter`` is its old name, still accepted). ``split_column`` values train/validation/test
     define splits; otherwise all rows are train and a patient-disjoint validation is split off.
     ``split_files`` (``{"train": ..., "validation": ..., "test": ...}``) overrides both: each line
     names an image as the image column does, optionally followed by its targets in label order.
@@ -92,6 +116,7 @@ def load_csv(
     ``"sex=COLUMN"`` / ``"age=COLUMN"``, becomes the normalised ``sex`` ("M" / "F") or ``age``
     (years) every source has (see ``metadata``)."""
     check_policy(uncertainty)
+    label_separator = _separator(label_separator, label_delimiter)
     data_dir = Path(data_dir)
     csv_path = data_dir / csv_file
     frame = read_csv(csv_path, dtype=str, keep_default_na=False)
@@ -106,9 +131,17 @@ def load_csv(
     problems: list[Problem] = []
     targets: list[list[float]] = []
     if label_column is not None:
-        cells = [
-            [t.strip() for t in v.split(label_delimiter) if t.strip()] for v in frame[label_column]
-        ]
+        check_separator_use(
+            list(frame[label_column]),
+            [csv_where(csv_path, i) for i in range(len(frame))],
+            label_separator,
+            f"column {label_column!r} of {csv_path}",
+            known=None if label_names is None else [*label_names, *filter(None, [no_finding])],
+            hint=" A label name that holds the separator: list the classes with label_names."
+            if label_names is None
+            else "",
+        )
+        cells = [split_labels(v, label_separator) for v in frame[label_column]]
         found = Counter(t for c in cells for t in set(c) if t != no_finding)
         if label_names is None:
             warn_lookalike_names(found, f"{csv_path} column {label_column!r}")
@@ -118,6 +151,10 @@ def load_csv(
             if unknown:
                 problems.append(
                     Problem(csv_where(csv_path, i), f"unknown label(s) {unknown}; valid: {names}")
+                )
+            elif no_finding in tokens and len(set(tokens)) > 1:
+                problems.append(
+                    Problem(csv_where(csv_path, i), contradicts_no_finding(tokens, no_finding))
                 )
             targets.append([1.0 if n in tokens else 0.0 for n in names])
     else:

@@ -16,7 +16,7 @@ from os import PathLike
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # PIL modes holding one channel wider than 8 bits.
 _WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -64,7 +64,7 @@ def _pydicom():
     try:
         import pydicom
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("Reading DICOM needs pydicom: pip install 'hf-cxr-mae[dicom]'") from err
+        raise ImportError("Reading DICOM needs pydicom (a dependency of hf-cxr-mae): pip install pydicom") from err
     return pydicom
 
 
@@ -218,8 +218,27 @@ def read_dicom(path: str | PathLike, window: tuple[float, float] | None = None) 
     return Image.fromarray(out)
 
 
+# The groups a DICOM data set without preamble begins with: its file meta (0002) or, with none
+# (ACR-NEMA-style exports), the identifying group (0008); little or big endian.
+_BARE_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
+def _is_bare_dicom(head: bytes) -> bool:
+    """A data set without the preamble: a first tag of group 0002 / 0008, then an explicit VR
+    (two capital letters) or an implicit value length that is even and fits in 64 KiB (the
+    first elements are short strings, UIDs and lengths)."""
+    if len(head) < 8 or head[:2] not in _BARE_DICOM_GROUPS:
+        return False
+    if head[4:6].isalpha() and head[4:6].isupper():
+        return True
+    length = int.from_bytes(head[4:8], "little" if head[0] else "big")
+    return length % 2 == 0 and length < 1 << 16
+
+
 def has_dicom_magic(path: str | PathLike | BinaryIO) -> bool:
-    """Whether the file starts with DICOM's 128-byte preamble and ``DICM`` (Part 10 format)."""
+    """Whether the file is DICOM by its content: DICOM's 128-byte preamble and ``DICM`` (Part 10
+    format), or a data set without them (ACR-NEMA-style exports; ``read_dicom_dataset`` then
+    checks that it holds an image)."""
     try:
         if hasattr(path, "read"):
             start = path.tell()
@@ -230,14 +249,16 @@ def has_dicom_magic(path: str | PathLike | BinaryIO) -> bool:
                 head = f.read(132)
     except (OSError, ValueError):
         return False  # unreadable here: the image reader says why
-    return head[128:132] == b"DICM"
+    return head[128:132] == b"DICM" or _is_bare_dicom(head)
 
 
 def read_xray(
     path: str | PathLike | BinaryIO, window: tuple[float, float] | None = None
 ) -> Image.Image:
     """Read an image file or file object (PNG, JPEG, DICOM, ...) as a one-channel 8-bit PIL image.
-    DICOM is known by its suffix or, without one (``IM0001`` from a PACS export), by content."""
+    DICOM is known by its suffix or, without one (``IM0001`` from a PACS export), by content.
+    An EXIF orientation tag is applied (the upright image), as transformers' ``load_image``
+    (so ``pipeline("image-classification")``) and ``datasets`` do: every reader agrees."""
     if str(path).lower().endswith(DICOM_SUFFIXES) or has_dicom_magic(path):
         try:
             return read_dicom(path, window)
@@ -248,6 +269,7 @@ def read_xray(
     try:
         with Image.open(path) as image:
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)
             return to_grayscale(image, window)
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"Cannot read image {path}: {err}") from err

@@ -5,13 +5,13 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from ..constants import IGNORE_LABEL
-from .validation import DataValidationError, Problem, csv_where
+from .validation import DataValidationError, Problem, csv_where, format_problems
 
 logger = logging.getLogger(__name__)
 
@@ -123,4 +123,100 @@ def warn_lookalike_names(counts: Mapping[str, int], source: str, cutoff: float =
             "fix the file, or pass label_names to fix the set of classes.",
             source,
             text,
+        )
+
+
+# Between the findings of one label cell: NIH writes "Atelectasis|Effusion"; files re-exported by
+# hand often use ";" or ",", which must not turn into one invented class "Atelectasis;Effusion".
+LABEL_SEPARATOR = "|"
+_COMMON_SEPARATORS = ("|", ";", ",")
+# Written by hand ("Effusion / Mass", "Effusion + Mass", "Effusion and Mass"): taken as a
+# separator only where every part is a known label, as these may sit inside a real class name.
+_LOOSE_SEPARATORS = ("/", "+", " and ", "&")
+
+
+def _other_separator(
+    token: str, separator: str, seen: Collection[str]
+) -> tuple[str, list[str]] | None:
+    """``(other separator, parts)`` where ``token`` reads as several findings joined by another
+    separator than ``separator``; None otherwise."""
+    for other in _COMMON_SEPARATORS + _LOOSE_SEPARATORS:
+        if other == separator or len(parts := split_labels(token, other)) < 2:
+            continue
+        known = [p in seen for p in parts]
+        if all(known) if other in _LOOSE_SEPARATORS else any(known):
+            return other, parts
+    return None
+
+
+def split_labels(cell: str, separator: str = LABEL_SEPARATOR) -> list[str]:
+    """The findings of one label cell, stripped, empty pieces dropped."""
+    return [t.strip() for t in str(cell).split(separator) if t.strip()]
+
+
+def contradicts_no_finding(findings: Sequence[str], no_finding: str) -> str:
+    """The problem text of a label cell naming ``no_finding`` together with findings."""
+    others = [f for f in findings if f != no_finding]
+    return (
+        f"{no_finding!r} together with the finding(s) {others}: contradictory (NIH's release "
+        f"never combines them); write either {no_finding!r} or the findings"
+    )
+
+
+def check_label_separator(separator: object, option: str = "label_separator") -> str:
+    """``separator`` if it is a non-empty string, else a ``ValueError`` naming the option."""
+    if not isinstance(separator, str) or not separator:
+        raise ValueError(
+            f"{option} must be a non-empty string such as '|' or ';', got {separator!r}."
+        )
+    return separator
+
+
+def check_separator_use(
+    cells: Sequence[str],
+    wheres: Sequence[str],
+    separator: str,
+    what: str,
+    known: Collection[str] | None = None,
+    hint: str = "",
+) -> None:
+    """Refuse label cells whose findings are written with another common separator than
+    ``separator`` (``;``, ``,`` or ``|``): a token that splits on one of them into two or more
+    parts, one of them a known label, names every such row, its value and the separator to pass.
+    ``/``, ``+``, ``&`` and `` and `` count too where every part is a known label.
+
+    ``known``: the valid label names (a token that is one of them is never split); None takes
+    every token found in ``cells`` as known, so ``"A;B"`` is refused where ``"A"`` or ``"B"``
+    stands alone in another row. Raised whatever ``on_bad`` says: skipping those rows would
+    silently drop every image with several findings.
+    """
+    tokens = [split_labels(cell, separator) for cell in cells]
+    valid = set(known) if known is not None else set()
+    seen = valid or {t for row in tokens for t in row}
+    problems: list[Problem] = []
+    for where, cell, row in zip(wheres, cells, tokens, strict=True):
+        for token in row:
+            if token in valid:
+                continue
+            found = _other_separator(token, separator, seen)
+            if found is not None:
+                other, parts = found
+                problems.append(
+                    Problem(
+                        where,
+                        f"{cell!r} looks like the findings {parts} separated by {other!r}, not "
+                        f"{separator!r}: pass label_separator={other!r}",
+                    )
+                )
+                break
+    if problems:
+        raise DataValidationError(
+            format_problems(
+                problems,
+                what,
+                "Findings in one cell are split on label_separator (recipes and the CLI: "
+                "--label_separator); pass the file's separator, or write the file with "
+                f"{separator!r}.{hint}",
+                kind="label cells with another separator in",
+            )
         )

@@ -43,6 +43,7 @@ NON_METADATA = frozenset(
         "pixels",
         "height",
         "width",
+        "perceptual_hash",
         "row_id",
         "aug_seed",
         "pixel_values",

@@ -12,7 +12,14 @@ from datasets import DatasetDict
 from .building import build_splits
 from .duplicates import drop_duplicates
 from .files import read_csv, read_list
-from .labels import NIH14_LABELS
+from .labels import (
+    LABEL_SEPARATOR,
+    NIH14_LABELS,
+    check_label_separator,
+    check_separator_use,
+    contradicts_no_finding,
+    split_labels,
+)
 from .metadata import normalize_metadata, normalize_view
 from .split_files import (
     load_from_split_files,
@@ -90,11 +97,14 @@ def load_nih14(
     on_bad: str = "raise",
     protocol: str = "release",
     split_files: Mapping[str, str | Path] | str | None = None,
+    label_separator: str = LABEL_SEPARATOR,
 ) -> DatasetDict:
     """NIH ChestX-ray14: 14 findings in the paper's order. Images are found in any subfolder
     (of ``image_dir`` if given). ``views`` keeps only those ``View Position`` values (e.g.
     ``["PA"]``). ``Patient Gender`` and ``Patient Age`` become ``sex`` and ``age`` where the
     file has them (the release's few ages over 120 are set to missing, with a warning naming them).
+    ``label_separator`` splits ``Finding Labels`` (the release's ``|``); findings written with
+    another separator (``Atelectasis;Effusion``) are refused, naming the rows and the separator.
 
     Splits: ``protocol="release"`` takes the official test list and carves a patient-disjoint
     validation set (``validation_size``) from the official train_val list; ``protocol="paper"``
@@ -102,6 +112,7 @@ def load_nih14(
     test 25,596 images, labels checked against ``label_file``); ``split_files`` gives your own
     (see ``split_files.assign_split_files``; a validation set is carved from train if absent).
     """
+    check_label_separator(label_separator)
     if protocol not in ("release", "paper"):
         raise ValueError(f"protocol must be 'release' or 'paper', got {protocol!r}.")
     if protocol == "paper" and split_files is not None:
@@ -120,12 +131,19 @@ def load_nih14(
         raise DataValidationError(
             f"{csv_path} lacks column(s) {sorted(missing)}; columns: {list(frame.columns)}."
         )
+    check_separator_use(
+        list(frame["Finding Labels"]),
+        [csv_where(csv_path, i) for i in range(len(frame))],
+        label_separator,
+        f"column 'Finding Labels' of {csv_path}",
+        known=[*NIH14_LABELS, NO_FINDING],
+    )
     index = _index_images(data_dir, image_dir)
     problems: list[Problem] = []
     rows = []
     for i, row in frame.iterrows():
         where = csv_where(csv_path, i)
-        findings = [f.strip() for f in row["Finding Labels"].split("|") if f.strip()]
+        findings = split_labels(row["Finding Labels"], label_separator)
         unknown = [f for f in findings if f not in NIH14_LABELS and f != NO_FINDING]
         if unknown or not findings:
             problems.append(
@@ -134,6 +152,9 @@ def load_nih14(
                     f"unknown finding(s) {unknown or ['<empty>']}; valid: {[*NIH14_LABELS, NO_FINDING]}",
                 )
             )
+            continue
+        if NO_FINDING in findings and len(set(findings)) > 1:
+            problems.append(Problem(where, contradicts_no_finding(findings, NO_FINDING)))
             continue
         name = row["Image Index"]
         rel = index.get(name)

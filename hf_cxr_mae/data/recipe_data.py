@@ -13,7 +13,8 @@ from .cache import build_cache, split_cache_sizes
 from .demo import make_demo_dataset
 from .label_stats import log_label_counts
 from .loading import SOURCES, load_cxr_dataset, load_pretraining_dataset, loader_options
-from .splits import patient_split
+from .near_duplicates import check_near_duplicates
+from .splits import patient_split, split_or_all
 from .transforms import (
     SOURCE_NORMALIZATION,
     AugmentationSeeds,
@@ -134,14 +135,14 @@ def drop_empty_splits(data: DatasetDict, source: str) -> DatasetDict:
 
 
 def evaluation_split(data: DatasetDict, split: str, data_args) -> Dataset:
-    """The one split to evaluate, refused when absent or empty, ``--max_eval_samples`` applied."""
-    if split not in data:
-        raise ValueError(f"Split {split!r} not in the dataset; it has {list(data)}.")
-    if len(data[split]) == 0:
+    """The one split to evaluate (``all``: every image, see ``split_or_all``), refused when
+    absent or empty, ``--max_eval_samples`` applied."""
+    chosen = split_or_all(data, split)
+    if len(chosen) == 0:
         raise ValueError(
             f"The {split} split is empty (0 images) in {source_name(data_args)}: nothing to evaluate."
         )
-    return truncate(data[split], data_args.max_eval_samples)
+    return truncate(chosen, data_args.max_eval_samples)
 
 
 def cache_splits(
@@ -150,7 +151,10 @@ def cache_splits(
     """The pixel cache of each split, its shortest side sized from what the recipe takes from it
     unless ``--cache_size`` is given (then warned about if it loses detail): the training split
     keeps what its smallest random crop needs (``cache_size_for``), the others the evaluation
-    resize (so their evaluation is identical to reading the files)."""
+    resize (so their evaluation is identical to reading the files). An image of one split that
+    is a re-encoded or resized copy of another split's is refused (``check_near_duplicates``,
+    on the hashes the cache keeps; ``--on_bad skip`` leaves the copy out of the less held-out
+    split)."""
     if not data_args.pixel_cache:
         return data
     sizes = split_cache_sizes(
@@ -161,17 +165,18 @@ def cache_splits(
         data_args.cache_size,
     )
     with training_args.main_process_first(desc="building the pixel cache"):
-        return DatasetDict(
-            {
-                split: build_cache(
-                    ds,
-                    size=sizes[split],
-                    cache_dir=data_args.cache_dir,
-                    num_proc=data_args.preprocessing_num_workers,
-                )
-                for split, ds in data.items()
-            }
-        )
+        cached = {
+            split: build_cache(
+                ds,
+                size=sizes[split],
+                cache_dir=data_args.cache_dir,
+                num_proc=data_args.preprocessing_num_workers,
+            )
+            for split, ds in data.items()
+        }
+    if not data_args.dataset:  # the DEMO pictures share one drawing: alike by design, no leak
+        return DatasetDict(cached)
+    return DatasetDict(check_near_duplicates(cached, data_args.on_bad or "raise"))
 
 
 def collator(config, data_args, num_classes: int | None = None) -> CXRCollator:

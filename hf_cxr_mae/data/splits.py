@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from datasets import Dataset
+from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from .duplicates import comparable, content_digests
 from .validation import Problem, raise_or_skip
 
 # A leak is charged to the less held-out split: with on_bad="skip" the test set stays whole.
 _HELD_OUT_FIRST = {"test": 0, "validation": 1, "train": 2}
+
+
+def held_out_first(splits: Iterable[str]) -> list[str]:
+    """Split names in the order leaks are charged: test, validation, train, then any other."""
+    return sorted(splits, key=lambda s: _HELD_OUT_FIRST.get(s, len(_HELD_OUT_FIRST)))
 
 
 def patient_key(patient: object) -> str | None:
@@ -42,9 +47,10 @@ def check_split_overlap(parts: Mapping[str, pd.DataFrame], on_bad: str) -> dict[
     name) and any patient in two splits (where patient ids exist), naming both rows.
 
     Only files whose size equals that of a file in another split are read (see
-    ``content_digests``), so the usual cost is one ``stat`` per image.
+    ``content_digests``), so the usual cost is one ``stat`` per image. A re-encoded or resized
+    copy has other bytes: those are found when the pixel cache is built (``near_duplicates``).
     """
-    order = sorted(parts, key=lambda s: _HELD_OUT_FIRST.get(s, len(_HELD_OUT_FIRST)))
+    order = held_out_first(parts)
     content = content_digests(_split_owners(parts))
     owners: dict[tuple[str, object], tuple[str, str, str]] = {}
     problems: list[Problem] = []
@@ -102,4 +108,27 @@ def patient_split(
         val_rows.extend(by_patient[p])
     val_set = set(val_rows)
     train_rows = [i for i in range(len(patients)) if i not in val_set]
+    if not train_rows:  # whole patients can overshoot a target just below every image
+        raise ValueError(
+            f"validation_size={validation_size} leaves no training data: whole patients up to "
+            f"{target:g} images take all {len(by_patient)} patients ({len(patients)} images)."
+        )
     return dataset.select(train_rows), dataset.select(sorted(val_rows))
+
+
+ALL_SPLITS = "all"
+
+
+def split_or_all(data: DatasetDict, split: str) -> Dataset:
+    """One split of ``data``, or with ``"all"`` every image of every split, in ``image_id``
+    order: the whole of a dataset without a split of its own (a hospital's folder, whose
+    loader carves a validation set from it), for external evaluation. Refuses an absent split."""
+    if split == ALL_SPLITS and ALL_SPLITS not in data:
+        everything = concatenate_datasets(list(data.values()))
+        ids = everything.select_columns(["image_id"]).with_format("arrow")[:]["image_id"]
+        return everything.select(sorted(range(len(ids)), key=ids.to_pylist().__getitem__))
+    if split not in data:
+        raise ValueError(
+            f"Split {split!r} not in the dataset; it has {list(data)} (or 'all': every image)."
+        )
+    return data[split]

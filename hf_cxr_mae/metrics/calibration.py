@@ -44,7 +44,9 @@ def reliability_curve(
     (``n_bins`` each; NaN for an empty bin)."""
     y, p = _labelled(targets, probabilities)
     _check_probabilities(p)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    # Against the edges b / n_bins themselves: ``int(p * n_bins)`` rounds the product, which put
+    # 15/22 in bin 14 and the float just below 0.3 in bin 3 (of 10).
+    bins = np.searchsorted(np.arange(1, n_bins) / n_bins, p, side="right")
     counts = np.bincount(bins, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_predicted = np.bincount(bins, weights=p, minlength=n_bins) / counts

@@ -65,7 +65,7 @@ class ModelArguments:
 # load_cxr_dataset options exposed as flags under their own names (None: the loader's default).
 SOURCE_OPTIONS = (
     "image_dir", "uncertainty", "findings", "frontal_only", "views", "validation_size", "csv_file",
-    "image_column", "label_column", "label_columns", "label_delimiter", "labeler", "class_names",
+    "image_column", "label_column", "label_columns", "label_separator", "labeler", "class_names",
     "check_images", "on_bad", "protocol", "split_files", "metadata_columns",
 )  # fmt: skip
 
@@ -134,8 +134,15 @@ class DataArguments:
     label_columns: list[str] | None = field(
         default=None, metadata={"help": "csv: one column per finding."}
     )
+    label_separator: str | None = field(
+        default=None,
+        metadata={
+            "help": "nih14/csv: the separator between the findings of one label cell (default "
+            "'|'); findings written with another (';', ',') are refused, naming the rows."
+        },
+    )
     label_delimiter: str | None = field(
-        default=None, metadata={"help": "csv: delimiter of --label_column."}
+        default=None, metadata={"help": "csv: the old name of --label_separator."}
     )
     metadata_columns: list[str] | None = field(
         default=None,
@@ -210,7 +217,14 @@ class DataArguments:
             raise ValueError(
                 f"--split_files names the splits of one --dataset; got datasets {self.dataset}."
             )
-        for option in ("protocol", "split_files", "metadata_columns"):
+        if self.label_delimiter is not None:  # the old name, kept working
+            if self.label_separator not in (None, self.label_delimiter):
+                raise ValueError(
+                    f"--label_delimiter {self.label_delimiter!r} and --label_separator "
+                    f"{self.label_separator!r} disagree; pass only --label_separator."
+                )
+            self.label_separator, self.label_delimiter = self.label_delimiter, None
+        for option in ("protocol", "split_files", "metadata_columns", "label_separator"):
             if getattr(self, option) is not None:
                 _check_taken(option, self.dataset or [])
         if self.crop_min_scale is not None and not 0 < self.crop_min_scale <= 1:
@@ -500,7 +514,21 @@ class EvaluateArguments(CXRTrainingArguments):
     output_dir: str | None = field(
         default="out/evaluate", metadata={"help": "Where metrics.json goes."}
     )
-    split: str = field(default="test", metadata={"help": "The split to evaluate."})
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "The split to evaluate; 'all': every image of the dataset (external data "
+            "without a split of its own)."
+        },
+    )
+    label_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "A dataset of another source than the model's: 'auto' (the harmonised label "
+            "table) or a JSON / YAML file {dataset label: model finding, 'No Finding' or null}; "
+            "only the shared findings are scored."
+        },
+    )
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size."})
     tta: str | None = field(
         default=None,

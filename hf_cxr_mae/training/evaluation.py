@@ -16,7 +16,14 @@ from datasets import Dataset, DatasetDict
 from .. import reports
 from ..attention import use_fast_attention
 from ..data import label_names
-from ..data.recipe_data import cache_splits, collator, evaluation_split, load_labelled_data
+from ..data.recipe_data import (
+    cache_splits,
+    collator,
+    evaluation_split,
+    load_labelled_data,
+    sources,
+)
+from ..data.splits import ALL_SPLITS
 from ..data.transforms import (
     CXRCollator,
     batch_transform,
@@ -25,6 +32,7 @@ from ..data.transforms import (
     undecoded_images,
     with_row_ids,
 )
+from ..external import check_not_training_data, prepare_external
 from ..inference import TenCrop
 from ..predict import load_classifier
 from ..processing import data_settings, problem_type_of
@@ -124,6 +132,9 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     if not model_args.model_name_or_path:
         raise ValueError("evaluate needs --model_name_or_path (a classifier folder or Hub id).")
     check_same_validation(model_args.model_name_or_path, data_args, training_args)
+    if training_args.split == ALL_SPLITS and data_args.dataset:  # every image: not its own data
+        for source, data_dir, _ in sources(data_args):
+            check_not_training_data(model_args.model_name_or_path, source, data_dir)
 
     # The serving loader: a clear error for an encoder without a head or an ONNX-only export.
     model = load_classifier(model_args.model_name_or_path)
@@ -135,11 +146,28 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     dataset = evaluation_split(data, split, data_args)
     names = label_names(dataset)
     model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if model_names != names:
-        raise ValueError(f"The model's labels {model_names} differ from the dataset's {names}.")
+    external = None
+    if training_args.label_map:  # data of another source: only the findings both define alike
+        external = prepare_external(
+            model, model_args.model_name_or_path, dataset, training_args.label_map,
+            *(sources(data_args)[0][:2] if data_args.dataset else (None, None)), split,
+            data_args.source_options(),
+        )  # fmt: skip
+        names = external.findings
+    elif sorted(model_names) == sorted(names) and problem_type_of(dataset).startswith("multi"):
+        if model_names != names:  # the same findings in another order: matched by name
+            logger.info("The dataset lists the model's findings in another order: matched by name.")
+        names = model_names
+    elif model_names != names:
+        raise ValueError(
+            f"The model's labels {model_names} differ from the dataset's {names}. For data of "
+            "another source, pass --label_map auto (the harmonised label table) or a FILE."
+        )
     problem_type = problem_type_of(dataset)
     settings = data_settings(model)
     dataset = cache_splits(DatasetDict({split: dataset}), data_args, training_args, settings)[split]
+    if external is not None:
+        dataset, problem_type = external.apply(dataset), "multi_label_classification"
 
     order = names if problem_type.startswith("multi") else None
     dataset = with_row_ids(undecoded_images(dataset))
@@ -149,6 +177,8 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     else:
         dataset = dataset.with_transform(batch_transform(create_transform(settings, "eval"), order))
         evaluated, batches = model, collator(settings, data_args)
+    if external is not None:
+        evaluated = external.wrap(evaluated)
     trainer = CXRTrainer(model=evaluated, args=training_args, data_collator=batches)
     prediction = trainer.predict(dataset, metric_key_prefix="predict")
     check_row_order(prediction.label_ids, dataset, names, problem_type)
@@ -156,6 +186,8 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     report: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         extra = {"model": str(model_args.model_name_or_path), "tta": training_args.tta or None}
+        if external is not None:
+            extra["external_validation"] = external.block
         report = reports.write_report(
             training_args.output_dir, logits_of(prediction), prediction.label_ids, names, split,
             problem_type, n_resamples=training_args.bootstrap_resamples, seed=training_args.seed,

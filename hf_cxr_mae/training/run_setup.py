@@ -14,6 +14,7 @@ from datasets import DatasetDict
 
 from ..data import label_names
 from ..data.recipe_data import drop_empty_splits, load_labelled_data, source_name
+from ..extras import EXTRA_OF
 from ..hub_push import BackgroundPusher
 from ..processing import problem_type_of
 from .trainer import HubPushCallback
@@ -41,8 +42,6 @@ def setup_logging(training_args) -> None:
     setup_trackers(training_args)
 
 
-# The trackers this package documents, with the extra that installs each.
-TRACKER_EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio"}
 PROJECT = "hf-cxr-mae"
 
 
@@ -74,7 +73,7 @@ def setup_trackers(training_args) -> None:
                 f"--report_to {name!r} is not a tracker transformers knows ({', '.join(known)}, "
                 f"'all' or 'none').{hint}"
             )
-        extra = TRACKER_EXTRAS.get(name)
+        extra = EXTRA_OF.get(name)  # the trackers this package documents: their extra
         if extra and not getattr(hf_trackers, f"is_{name}_available")():
             raise ImportError(
                 f"--report_to {name} needs the {name} package, which is not installed: "

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +54,43 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
             return str(path)
         logger.warning("Skipping checkpoint %s: %s. Trying an older one.", path, problem)
     return None
+
+
+# How a full disk (or quota) shows: OSError's errno; safetensors' "... (os error 28)"; torch.save's
+# zip writer only says "unexpected pos ..." or "file write failed", so there the free space tells.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_WORDS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+_NEARLY_FULL = 1 << 20  # bytes free
+
+
+def _disk_is_full(err: BaseException, folder: Path) -> bool:
+    if getattr(err, "errno", None) in _DISK_FULL or any(w in str(err) for w in _DISK_FULL_WORDS):
+        return True
+    try:
+        return shutil.disk_usage(folder if folder.exists() else folder.parent).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def checkpoint_save(folder: Path) -> Iterator[None]:
+    """Around the writing of checkpoint ``folder``: when the disk fills up, its
+    ``trainer_state.json`` is removed, so that auto-resume skips the half-written checkpoint
+    (``checkpoint_problem``: "no trainer_state.json") for the last complete one, and the error
+    names the folder in words instead of the writer's own ("unexpected pos 576 vs 534")."""
+    try:
+        yield
+    except Exception as err:
+        if not _disk_is_full(err, folder):
+            raise
+        with contextlib.suppress(OSError):
+            (folder / "trainer_state.json").unlink(missing_ok=True)
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on {folder}: saving this checkpoint failed ({err}). It is incomplete "
+            f"and a rerun skips it, resuming from the last complete checkpoint in {folder.parent}. "
+            "Free space (or keep fewer checkpoints: --save_total_limit), then run again.",
+        ) from err
 
 
 class CXRTrainer(Trainer):
@@ -137,6 +177,11 @@ class CXRTrainer(Trainer):
         finally:
             self.args.dataloader_drop_last = drop
 
+    def _save_checkpoint(self, model, trial) -> None:
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        with checkpoint_save(folder):
+            super()._save_checkpoint(model, trial)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         config = getattr(self.accelerator.unwrap_model(model), "config", None)
         if "labels" not in inputs or config is None or not hasattr(config, "problem_type"):
@@ -213,7 +258,8 @@ class RunSettingsCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
-            (folder / RUN_SETTINGS).write_text(json.dumps(self.settings, indent=2))
+            with checkpoint_save(folder):
+                (folder / RUN_SETTINGS).write_text(json.dumps(self.settings, indent=2))
 
 
 class HubPushCallback(TrainerCallback):

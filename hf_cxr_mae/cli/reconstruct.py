@@ -1,0 +1,30 @@
+"""The ``hf-cxr-mae reconstruct`` command: an MAE's reconstructions of images as one figure."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import Subparsers
+
+
+def reconstruct(args: argparse.Namespace) -> None:
+    """The MAE's reconstructions of images as one figure."""
+    from ..predict import collect_images, reconstruct_figure
+
+    figure = reconstruct_figure(args.model, collect_images(args.images), args.mask_ratio, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(args.out)
+    print(f"wrote {args.out} ({figure.width}x{figure.height})")
+
+
+def add_reconstruct_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reconstruct", help="MAE reconstructions: original | masked | reconstruction | pasted"
+    )
+    parser.add_argument("--model", required=True, help="pre-trained MAE folder or Hub id")
+    parser.add_argument("images", nargs="+")
+    parser.add_argument("--mask-ratio", "--mask_ratio", dest="mask_ratio", type=float, default=0.9)
+    parser.add_argument("--out", type=Path, default=Path("reconstruction.png"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=reconstruct)
