@@ -6,7 +6,7 @@ Space's settings. Locally: `hf-cxr-mae demo --model DIR [--mae DIR]`.
 
 import os
 
-from hf_cxr_mae.demo_app import build_demo
+from hf_cxr_mae.serving.demo import build_demo
 
 demo = build_demo(os.environ.get("MODEL_ID", "out/demo-finetune"), os.environ.get("MAE_ID") or None)
 

@@ -211,7 +211,7 @@ def with_fitted_head(model_dir: Path, data_dir: Path = DEFAULT_DATA) -> Path:
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from hf_cxr_mae.predict import load_classifier
+    from hf_cxr_mae.serving.predict import load_classifier
 
     out = Path(f"{model_dir}-head")
     if (out / "model.safetensors").is_file():
@@ -284,7 +284,7 @@ def logit_spread(model_dir: Path, data_dir: Path = DEFAULT_DATA) -> float:
     findings of their std across images, as ``inference.py`` reports it (near 0: one answer)."""
     import torch
 
-    from hf_cxr_mae.predict import load_classifier
+    from hf_cxr_mae.serving.predict import load_classifier
 
     model = load_classifier(str(model_dir))
     pixels = held_out_images(model, data_dir, split="test")[0]

@@ -6,7 +6,7 @@
 The folder is the 64 full-size (1024x1024) NIH PNGs of ``../shared/data`` repeated through
 symlinks. Per backend (PyTorch bf16 fast path, ONNX Runtime int8 dynamic and int8 static), in one
 process, side by side: model-only images/s (pre-decoded batches) and end-to-end images/s of
-``hf_cxr_mae.predict.predict_to_file`` (decode in worker processes, model, CSV per batch). Random
+``hf_cxr_mae.serving.predict.predict_to_file`` (decode in worker processes, model, CSV per batch). Random
 weights (speed only). On a shared CPU the numbers are noisy: each is the best of ``--rounds``.
 """
 
@@ -64,11 +64,11 @@ def main() -> None:
     from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification, build_image_processor
     from hf_cxr_mae.data.images import read_xray
     from hf_cxr_mae.data.transforms import create_transform
-    from hf_cxr_mae.export import export_onnx
-    from hf_cxr_mae.inference import fast_classifier
-    from hf_cxr_mae.onnx_runtime import OnnxClassifier
-    from hf_cxr_mae.predict import predict_to_file
     from hf_cxr_mae.processing import data_settings
+    from hf_cxr_mae.serving.export import export_onnx
+    from hf_cxr_mae.serving.inference import fast_classifier
+    from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier
+    from hf_cxr_mae.serving.predict import predict_to_file
 
     torch.manual_seed(0)
     config = CXRClassifierConfig.from_preset(PRESETS[args.model], num_labels=14)

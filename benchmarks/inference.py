@@ -7,8 +7,8 @@
 Speed rows per model, side by side in one run, random weights, synthetic input: timm
 ``VisionTransformer`` (global pool) fp32 eager, the baseline a user would pick; our classifier
 as saved (a native ``BeitForImageClassification``) in fp32; ours through
-``hf_cxr_mae.inference.fast_classifier`` (bf16 weights, inference mode, optionally compiled),
-which is what ``hf-cxr-mae predict`` uses; and ours exported with ``hf_cxr_mae.export`` and run by
+``hf_cxr_mae.serving.inference.fast_classifier`` (bf16 weights, inference mode, optionally compiled),
+which is what ``hf-cxr-mae predict`` uses; and ours exported with ``hf_cxr_mae.serving.export`` and run by
 ONNX Runtime (``OnnxClassifier``) in fp32, with dynamic int8 quantisation and with static int8
 (QDQ) calibrated on NIH training images. Each row runs in a fresh process, so its peak memory
 (RSS; CUDA allocator peak on a GPU) is its own; the exports are made beforehand, outside them.
@@ -69,7 +69,7 @@ def worker(spec: dict) -> dict:
     """One row, in its own process: images/s and peak memory. The ONNX rows never import torch
     (numpy input, same seed and shape), so their peak RSS is what an ONNX Runtime server holds."""
     if spec["impl"].startswith("onnx"):
-        from hf_cxr_mae.onnx_runtime import OnnxClassifier
+        from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier
 
         x = np.random.default_rng(0).standard_normal((spec["batch"], 3, 224, 224), np.float32)
         variant = IMPLS[spec["impl"]][2] or "fp32"
@@ -116,7 +116,7 @@ def torch_run(spec: dict) -> tuple:
             with torch.no_grad():
                 return model(x)
     else:
-        from hf_cxr_mae.inference import fast_classifier
+        from hf_cxr_mae.serving.inference import fast_classifier
 
         model = random_classifier(spec["model"]).to(device)
         if impl == "ours-fp32":
@@ -132,11 +132,11 @@ def torch_run(spec: dict) -> tuple:
 def export_variants(
     model_or_path, folder: Path, modes: list[str | None], calibration: np.ndarray | None
 ) -> dict[str | None, str]:
-    """Export ``model_or_path`` into one folder with ``hf_cxr_mae.export.export_onnx`` in each
+    """Export ``model_or_path`` into one folder with ``hf_cxr_mae.serving.export.export_onnx`` in each
     int8 ``mode`` asked for (``None``: fp32, which every export writes too): ``{mode: "ok" or
     "refused: ..." / "failed: ..."}``. Static graphs are calibrated on ``calibration`` (its last
     quarter held out for export_onnx's check); the others are checked on that quarter too."""
-    from hf_cxr_mae.export import export_onnx
+    from hf_cxr_mae.serving.export import export_onnx
 
     held = None if calibration is None else calibration[-max(4, len(calibration) // 4) :]
     status: dict[str | None, str] = {}
@@ -187,7 +187,7 @@ def speed_rows(args, tmp: Path) -> list[tuple]:
             classifier = random_classifier(model)
             calibration = calibration_images(args.data_dir, args.calibration, classifier)
             if calibration is None and "onnx-int8-static" in onnx:
-                from hf_cxr_mae.export import synthetic_check_images
+                from hf_cxr_mae.serving.export import synthetic_check_images
 
                 calibration = synthetic_check_images(classifier.config, max(args.calibration, 8))
             modes = [IMPLS[i][2] for i in onnx]
@@ -228,8 +228,8 @@ def accuracy_rows(args, tmp: Path) -> tuple[list[dict], str]:
     from finetuned_vit_s import held_out_images, mae_finetuned_vit_s, with_fitted_head
 
     from hf_cxr_mae.metrics.classification import multilabel_metrics, sigmoid
-    from hf_cxr_mae.onnx_runtime import OnnxClassifier
-    from hf_cxr_mae.predict import load_classifier
+    from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier
+    from hf_cxr_mae.serving.predict import load_classifier
 
     # The CPU-made fine-tune alone answers nearly the same for every image; its head refitted on
     # its own features (logistic regression) gives the comparison real spread to measure.

@@ -1,6 +1,6 @@
 """hf-cxr-mae: masked-autoencoder pre-training and multi-label fine-tuning of ViTs on chest X-rays.
 
-The public names load lazily (PEP 562): ``import hf_cxr_mae.onnx_runtime`` must not pull in
+The public names load lazily (PEP 562): ``import hf_cxr_mae.serving.onnx_runtime`` must not pull in
 PyTorch and transformers (about 0.75 GB of a serving process that needs neither), so this
 package ``__init__`` imports nothing; ``from hf_cxr_mae import X`` imports X's module on first use.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._lazy import lazy_exports
+from ._lazy import alias_moved_modules, lazy_exports
 
 __version__ = "0.1.0"
 
@@ -62,3 +62,23 @@ if TYPE_CHECKING:  # static tools see the names as before
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+# Modules that moved into the serving/ and evaluation/ sub-packages (and the card module, which
+# was ``hub``): their old paths still import, with a DeprecationWarning. ``hf_cxr_mae.hub`` now
+# holds the Hub upload (formerly ``hub_push``); it forwards the card names it used to hold.
+_MOVED = {
+    "hub_push": "hub",
+    "demo_app": "serving.demo",
+    **{
+        name: f"serving.{name}"
+        for name in (
+            "predict", "predict_output", "prediction_files", "inference", "onnx_graph",
+            "onnx_runtime", "export", "model_checks",
+        )
+    },
+    **{
+        name: f"evaluation.{name}"
+        for name in ("reports", "compare", "external", "external_compare", "external_report")
+    },
+}  # fmt: skip
+alias_moved_modules({f"{__name__}.{old}": f"{__name__}.{new}" for old, new in _MOVED.items()})

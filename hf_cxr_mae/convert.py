@@ -272,7 +272,7 @@ def convert_checkpoint(
 ) -> Any:
     """Convert an official / timm checkpoint file into ``output_dir`` (model, image processor, card)."""
     from .configuration import CXRClassifierConfig, CXRMAEConfig
-    from .hub import write_conversion_card
+    from .model_card import write_conversion_card
     from .modeling import CXRMAEForPreTraining, CXRViTForImageClassification
     from .processing import build_image_processor
 

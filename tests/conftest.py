@@ -91,7 +91,7 @@ def two_heads(tmp_path_factory):
 def exported_in_place(tmp_path_factory) -> Path:
     """A fine-tuned folder exported into itself (``hf-cxr-mae export F F``): weights, config,
     processor and onnx/model.onnx side by side."""
-    from hf_cxr_mae.export import export_onnx
+    from hf_cxr_mae.serving.export import export_onnx
 
     folder = save_classifier(tiny_classifier(THREE_FINDINGS), tmp_path_factory.mktemp("inplace"))
     export_onnx(folder, folder)

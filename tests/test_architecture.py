@@ -7,6 +7,11 @@
   module, no weights), which is what the data room needs to read a model's image settings; the
   test below checks that it stays free of torch.
 * The library never imports the ``recipes`` scripts.
+* Folders are layers: ``serving`` (predict, prediction files, inference, ONNX, export, demo)
+  imports neither ``evaluation`` nor ``training``; ``evaluation`` (reports, compare, external
+  validation) may use serving; the package's top-level modules, ``data`` and ``metrics`` import
+  neither of the two (only ``training`` and the CLI sit above them).
+* Modules that moved into a folder keep their old import path, with a DeprecationWarning.
 * ONNX serving stays light: ``onnx_runtime`` imports neither torch nor transformers (not even in
   a function), of the package only the X-ray reader and the numpy probabilities, and neither the
   package's nor ``data``'s ``__init__`` imports a submodule when it runs (their names load
@@ -96,17 +101,17 @@ def test_the_library_never_imports_recipes():
 
 
 def test_onnx_serving_imports_neither_torch_nor_transformers():
-    imported = modules()["hf_cxr_mae.onnx_runtime"]
+    imported = modules()["hf_cxr_mae.serving.onnx_runtime"]
     assert not hits(imported, "torch") and not hits(imported, "transformers"), sorted(imported)
     light = (
         "hf_cxr_mae.data.images",
         "hf_cxr_mae.metrics.classification",
         "hf_cxr_mae.extras",
-        "hf_cxr_mae.model_checks",
+        "hf_cxr_mae.serving.model_checks",
     )
     ours = {i for i in hits(imported, "hf_cxr_mae") if not i.startswith(light)}
     assert not ours, f"onnx_runtime imports {sorted(ours)}; only {light} are light"
-    for init in (PACKAGE / "__init__.py", PACKAGE / "data" / "__init__.py"):
+    for init in (PACKAGE / "__init__.py", PACKAGE / "data" / "__init__.py", PACKAGE / "serving" / "__init__.py"):
         eager = [  # top-level imports of a package __init__, outside ``if TYPE_CHECKING:``
             ast.unparse(node)
             for node in ast.parse(init.read_text()).body
@@ -115,3 +120,51 @@ def test_onnx_serving_imports_neither_torch_nor_transformers():
             and not (node.module or "").endswith("_lazy")
         ]
         assert not eager, f"{init} imports submodules when it runs: {eager}"
+
+
+def _outside(name: str, *packages: str) -> bool:
+    return not any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def test_serving_imports_neither_evaluation_nor_training():
+    bad = {
+        name: sorted(hits(imported, "hf_cxr_mae.evaluation") | hits(imported, "hf_cxr_mae.training"))
+        for name, imported in modules().items()
+        if name.startswith("hf_cxr_mae.serving")
+        and (hits(imported, "hf_cxr_mae.evaluation") or hits(imported, "hf_cxr_mae.training"))
+    }
+    assert not bad, f"serving modules import evaluation or training: {bad}"
+
+
+def test_only_the_layers_above_import_serving_and_evaluation():
+    above = ("hf_cxr_mae.serving", "hf_cxr_mae.evaluation", "hf_cxr_mae.training", "hf_cxr_mae.cli")
+    found = modules()
+    bad = {
+        name: sorted(hits(imported, "hf_cxr_mae.serving") | hits(imported, "hf_cxr_mae.evaluation"))
+        for name, imported in found.items()
+        if _outside(name, *above)
+        and (hits(imported, "hf_cxr_mae.serving") or hits(imported, "hf_cxr_mae.evaluation"))
+    }
+    assert not bad, f"models, data, metrics or top-level modules import serving/evaluation: {bad}"
+    # The rule has teeth: the layers above do import them.
+    assert hits(found["hf_cxr_mae.evaluation.compare"], "hf_cxr_mae.serving")
+
+
+def test_moved_modules_import_from_their_old_path_with_a_warning():
+    import importlib
+    import sys
+    import warnings
+
+    import hf_cxr_mae
+
+    assert hf_cxr_mae._MOVED, "no moved modules listed"
+    for old, new in hf_cxr_mae._MOVED.items():
+        old_name, new_name = f"hf_cxr_mae.{old}", f"hf_cxr_mae.{new}"
+        assert (PACKAGE / (new.replace(".", "/") + ".py")).is_file(), new_name
+        sys.modules.pop(old_name, None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = importlib.import_module(old_name)
+        assert module is importlib.import_module(new_name), old_name
+        moved = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+        assert moved and new_name in str(moved[0].message), (old_name, [str(w.message) for w in caught])

@@ -67,7 +67,7 @@ def test_export_without_the_onnx_extra_is_one_line(classifier_dir, tmp_path, mon
 
 
 def test_onnx_serving_without_onnxruntime_names_the_extra(monkeypatch, tmp_path):
-    from hf_cxr_mae.onnx_runtime import session
+    from hf_cxr_mae.serving.onnx_runtime import session
 
     _block(monkeypatch, "onnxruntime")
     with pytest.raises(MissingExtra, match=r"pip install 'hf-cxr-mae\[onnx\]'"):

@@ -11,7 +11,7 @@ from ._common import Subparsers
 
 def compare(args: argparse.Namespace) -> None:
     """Paired comparison of two classifiers: AUROC differences, DeLong p-values, a figure."""
-    from ..compare import run_compare
+    from ..evaluation.compare import run_compare
 
     options = {k: getattr(args, k) for k in DATASET_OPTIONS if getattr(args, k) is not None}
     models = [m for m in (args.model_a, args.model_b) if m is not None]
@@ -40,7 +40,7 @@ def compare(args: argparse.Namespace) -> None:
         raise SystemExit(f"compare: {err}") from err
     mean = result["mean"]
     if result.get("paired") is False:  # other images: each with its interval, no p-value
-        from ..external_compare import print_unpaired
+        from ..evaluation.external_compare import print_unpaired
 
         print_unpaired(result, args.output_dir)
         return

@@ -9,7 +9,7 @@ from ._common import Subparsers
 
 def demo(args: argparse.Namespace) -> None:
     """The research demo in the browser."""
-    from ..demo_app import launch
+    from ..serving.demo import launch
 
     launch(args.model, args.mae, args.host, args.port, backend=args.backend)
 

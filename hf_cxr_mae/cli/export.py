@@ -11,8 +11,8 @@ from ._common import SEPARATOR_HELP, Subparsers, _dataset_options
 
 def export(args: argparse.Namespace) -> None:
     """An ONNX graph of a classifier (fp32, or int8), checked against PyTorch before writing."""
-    from ..export import dataset_pixels, export_onnx
-    from ..predict import load_classifier
+    from ..serving.export import dataset_pixels, export_onnx
+    from ..serving.predict import load_classifier
 
     try:
         model = load_classifier(args.model)

@@ -14,7 +14,7 @@ from ._common import Subparsers
 def predict(args: argparse.Namespace) -> None:
     """Probabilities per finding for images (PNG, JPEG, DICOM, folders), optional heatmaps; with
     --output, a CSV / JSON lines file written batch by batch (a rerun skips what it holds)."""
-    from ..predict import (
+    from ..serving.predict import (
         OutputError,
         check_writable,
         collect_images,

@@ -11,7 +11,7 @@ from ._common import Subparsers
 def push(args: argparse.Namespace) -> None:
     """Upload a model folder to the Hub (with retries); exit code 1 when it could not. A folder
     that does not exist or holds no model files is refused at once, before any network call."""
-    from ..hub_push import check_push_folder, push_folder
+    from ..hub import check_push_folder, push_folder
 
     try:
         check_push_folder(args.folder)

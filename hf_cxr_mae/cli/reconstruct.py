@@ -10,7 +10,7 @@ from ._common import Subparsers
 
 def reconstruct(args: argparse.Namespace) -> None:
     """The MAE's reconstructions of images as one figure."""
-    from ..predict import collect_images, reconstruct_figure
+    from ..serving.predict import collect_images, reconstruct_figure
 
     figure = reconstruct_figure(args.model, collect_images(args.images), args.mask_ratio, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -338,7 +338,7 @@ class CXRTrainingArguments(TrainingArguments):
             or torch.backends.mps.is_available()
         ):
             return
-        from ..inference import native_bf16
+        from ..serving.inference import native_bf16
 
         if native_bf16("cpu"):
             self.use_cpu = True

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from .. import reports
 from ..attention import use_fast_attention
 from ..data import label_names
 from ..data.recipe_data import (
@@ -32,11 +31,12 @@ from ..data.transforms import (
     undecoded_images,
     with_row_ids,
 )
-from ..external import check_not_training_data, prepare_external
-from ..inference import TenCrop
-from ..predict import load_classifier
+from ..evaluation import reports
+from ..evaluation.external import check_not_training_data, prepare_external
+from ..evaluation.reports import metadata_groups, write_metrics_json
 from ..processing import data_settings, problem_type_of
-from ..reports import metadata_groups, write_metrics_json
+from ..serving.inference import TenCrop
+from ..serving.predict import load_classifier
 from .outputs import skipped_test
 from .postprocess import logits_of
 from .run_setup import setup_logging

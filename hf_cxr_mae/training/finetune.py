@@ -16,7 +16,7 @@ from ..data.recipe_data import (
     truncate_splits,
 )
 from ..data.transforms import create_transform
-from ..hub_push import take_push
+from ..hub import take_push
 from ..modeling import build_classifier, check_source_checkpoint
 from ..processing import build_image_processor, clear_postprocessing, data_settings
 from .evaluation import write_test_report

@@ -14,7 +14,7 @@ from ..data.recipe_data import (
     collator,
 )
 from ..data.transforms import create_transform
-from ..hub_push import take_push
+from ..hub import take_push
 from ..modeling import CXRViTForImageClassification, check_source_checkpoint
 from ..processing import build_image_processor, data_settings
 from .evaluation import write_test_report

@@ -9,8 +9,8 @@ from typing import Any
 
 from ..data.demo import make_demo_dataset
 from ..data.loading import SOURCES
-from ..hub import CardData, write_run_card
-from ..hub_push import BackgroundPusher
+from ..hub import BackgroundPusher
+from ..model_card import CardData, write_run_card
 
 
 def save_outputs(trainer, model, processor, card: CardData, arg_objects: tuple) -> None:

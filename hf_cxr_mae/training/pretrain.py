@@ -16,7 +16,7 @@ from ..data.recipe_data import (
     pretraining_splits,
     preview_normalization,
 )
-from ..hub_push import take_push
+from ..hub import take_push
 from ..modeling import CXRMAEForPreTraining, build_pretraining_model
 from ..processing import build_image_processor
 from .outputs import finish, run_card, save_outputs

@@ -12,7 +12,7 @@ from typing import Any
 import transformers
 
 from ..checkpoint_files import checkpoint_problem
-from ..hub import RECIPE_FIELDS, scrub
+from ..model_card import RECIPE_FIELDS, scrub
 from .trainer import RUN_SETTINGS, last_complete_checkpoint
 
 logger = logging.getLogger("hf_cxr_mae")

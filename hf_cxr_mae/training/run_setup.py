@@ -15,7 +15,7 @@ from datasets import DatasetDict
 from ..data import label_names
 from ..data.recipe_data import drop_empty_splits, load_labelled_data, source_name
 from ..extras import EXTRA_OF
-from ..hub_push import BackgroundPusher
+from ..hub import BackgroundPusher
 from ..processing import problem_type_of
 from .trainer import HubPushCallback
 

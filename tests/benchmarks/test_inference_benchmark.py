@@ -9,7 +9,7 @@ from conftest import REPO_ROOT, TINY
 
 from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification
 from hf_cxr_mae.data import NIH14_LABELS, load_cxr_dataset
-from hf_cxr_mae.predict import predict_files
+from hf_cxr_mae.serving.predict import predict_files
 
 _SCRIPT = REPO_ROOT / "benchmarks" / "finetuned_vit_s.py"
 

@@ -12,7 +12,7 @@ from helpers import save_classifier, tiny_classifier
 
 from hf_cxr_mae.cli import main as cli
 from hf_cxr_mae.data.images import has_dicom_magic, read_xray
-from hf_cxr_mae.predict import collect_images
+from hf_cxr_mae.serving.predict import collect_images
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.compare import _holm, compare_scores, markdown, run_compare
-from hf_cxr_mae.compare import load_model as compare_load_model
-from hf_cxr_mae.export import export_onnx
+from hf_cxr_mae.evaluation.compare import _holm, compare_scores, markdown, run_compare
+from hf_cxr_mae.evaluation.compare import load_model as compare_load_model
 from hf_cxr_mae.metrics.delong import delong_test
+from hf_cxr_mae.serving.export import export_onnx
 
 NAMES = ["Atelectasis", "Effusion", "Hernia"]
 
@@ -94,7 +94,7 @@ def test_compare_prediction_files(tmp_path):
 
 
 def test_a_finding_with_one_positive_is_not_tested():
-    from hf_cxr_mae.compare import compare_scores
+    from hf_cxr_mae.evaluation.compare import compare_scores
 
     rng = np.random.default_rng(0)
     y = np.zeros((50, 2))
@@ -139,7 +139,7 @@ def test_compare_refuses_unpaired_predictions_and_realigns_order(tmp_path):
 def test_compare_reads_predict_outputs(tmp_path):
     """predict's own writer (CSV and JSON lines, with a failed image) feeds compare; an image
     only one model failed on is refused by name."""
-    from hf_cxr_mae.predict import Prediction, ResultWriter
+    from hf_cxr_mae.serving.predict import Prediction, ResultWriter
 
     ids, targets, a, b = _synthetic(tmp_path, n=120)
     paths = [f"/data/nih/{i}" for i in ids]
@@ -204,7 +204,7 @@ def two_models(tmp_path_factory):
 
 
 def test_compare_vit_against_densenet_on_nih_images(tmp_path, nih_dir, two_models):
-    from hf_cxr_mae.predict import load_classifier, predict_files
+    from hf_cxr_mae.serving.predict import load_classifier, predict_files
 
     vit, densenet = two_models
     out = tmp_path / "cmp"

@@ -259,7 +259,7 @@ def test_split_all_is_refused_on_the_models_own_training_data(nih_model, tmp_pat
 def test_single_label_scores_are_the_models_softmax_probabilities():
     """A single-label model's class scored as one finding: the sigmoid of what is handed on is
     that class's softmax probability over all the model's classes."""
-    from hf_cxr_mae.external import SharedFindings
+    from hf_cxr_mae.evaluation.external import SharedFindings
 
     model = tiny_classifier(["COVID-19", "normal", "pneumonia"], head_std=3.0)
     model.config.problem_type = "single_label_classification"
@@ -325,8 +325,8 @@ def test_compare_two_models_on_a_folder_through_the_label_map(nih_model, tmp_pat
 
 def test_model_card_lists_external_results(nih_model, tmp_path):
     """An external evaluation's metrics.json becomes a row of the card's external results."""
-    from hf_cxr_mae.external_report import external_result
-    from hf_cxr_mae.hub import CardData, render_card
+    from hf_cxr_mae.evaluation.external_report import external_result
+    from hf_cxr_mae.model_card import CardData, render_card
     from hf_cxr_mae.modeling import CXRViTForImageClassification
 
     folder = _folder(tmp_path / "site", {"NORMAL": 5, "PNEUMONIA": 5})
@@ -391,7 +391,7 @@ def test_compare_own_test_split_against_all_names_the_overlap(nih_model, nih_dir
 def test_unpaired_reason_for_two_models_on_overlapping_sets():
     """Two models on partly shared images: the overlap is counted and the way to a paired test
     named; disjoint sets keep the 'other images' reason."""
-    from hf_cxr_mae.external_compare import UNPAIRED_WHY, unpaired_why
+    from hf_cxr_mae.evaluation.external_compare import UNPAIRED_WHY, unpaired_why
 
     assert unpaired_why(0, 5, 7, same_model=False) == UNPAIRED_WHY
     assert unpaired_why(3, 5, 7, same_model=False).startswith(

@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.prediction_files import (
+from hf_cxr_mae.serving.prediction_files import (
     Labels,
     Predictions,
     align_labels,

@@ -1,4 +1,4 @@
-"""Evaluation reports (``hf_cxr_mae.reports``): AUROC and bootstrap intervals equal to sklearn and
+"""Evaluation reports (``hf_cxr_mae.evaluation.reports``): AUROC and bootstrap intervals equal to sklearn and
 the percentile bootstrap written out, scores at full precision, a confusion matrix for single-
 label runs, one ROC panel for a binary task, and subgroups on real NIH images.
 
@@ -25,13 +25,13 @@ from recipe_utils import TINY_TRAIN, recipe
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from hf_cxr_mae.data import NIH14_LABELS
+from hf_cxr_mae.evaluation.reports import write_report
 from hf_cxr_mae.metrics.subgroups import subgroup_report
-from hf_cxr_mae.reports import write_report
 
 
 def test_binary_roc_figure_has_one_panel(tmp_path):
     pytest.importorskip("matplotlib")
-    from hf_cxr_mae.reports import write_report
+    from hf_cxr_mae.evaluation.reports import write_report
 
     rng = np.random.default_rng(0)
     classes = rng.integers(0, 2, 40)

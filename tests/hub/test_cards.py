@@ -1,4 +1,4 @@
-"""Model cards from the real run (``hf_cxr_mae.hub``): sections, the settings that differ from the
+"""Model cards from the real run (``hf_cxr_mae.model_card``): sections, the settings that differ from the
 dataclass defaults, the layer decay and uncertainty policy the run used (one source of truth
 with config.json), and a conversion's card saying its numbers are reported, not measured."""
 
@@ -109,7 +109,7 @@ def test_the_card_lists_what_the_run_changed_against_the_dataclass_defaults(
     """The card's "settings that differ from the defaults" are the config's own keys (plus what
     the run derives: the absolute LR, the effective batch, bf16 on this machine), never a paper
     value the defaults already hold."""
-    from hf_cxr_mae.hub import non_default_args
+    from hf_cxr_mae.model_card import non_default_args
     from hf_cxr_mae.training import parse_recipe_args
 
     recipe_name = config_recipe(name)

@@ -1,4 +1,4 @@
-"""Pushing to the Hub (``hf_cxr_mae.hub_push``, against a local fake Hub): each commit holds
+"""Pushing to the Hub (``hf_cxr_mae.hub``, against a local fake Hub): each commit holds
 exactly the files a model repo needs, no file we write holds the token, retries after server
 errors, and an outage never stalls or stops training (pushes run on a background worker,
 coalesced, with a timeout on close)."""
@@ -18,9 +18,9 @@ from helpers import run_recipe_from_flags
 from hub_server import FakeHub
 from recipe_utils import TINY_TRAIN, recipe
 
-import hf_cxr_mae.hub_push as hub_push
+import hf_cxr_mae.hub as hub_push
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.hub_push import push_folder
+from hf_cxr_mae.hub import push_folder
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys, with_out
     one line now, saying that an --output file is kept and resumes, with the shell's 130."""
     from helpers import random_png, save_classifier, tiny_classifier
 
-    import hf_cxr_mae.predict as predict
+    import hf_cxr_mae.serving.predict as predict
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

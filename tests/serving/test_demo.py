@@ -1,4 +1,4 @@
-"""The Gradio demo's analysis (``hf_cxr_mae.demo_app``): size and aspect limits for every format
+"""The Gradio demo's analysis (``hf_cxr_mae.serving.demo``): size and aspect limits for every format
 checked before decoding, flagged findings marked, and a model trained on DEMO data says so next
 to its probabilities."""
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_cxr_mae.predict import predict_files
+from hf_cxr_mae.serving.predict import predict_files
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def classifier_dirs(tmp_path_factory):
         CXRViTForImageClassification,
         build_image_processor,
     )
-    from hf_cxr_mae.hub import CardData, write_card
+    from hf_cxr_mae.model_card import CardData, write_card
 
     root = tmp_path_factory.mktemp("models")
     mae = CXRMAEForPreTraining(CXRMAEConfig.from_preset("vit-test-patch8-dec32d1b"))
@@ -43,7 +43,7 @@ def classifier_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def analyzer(classifier_dirs):
-    from hf_cxr_mae.demo_app import Analyzer
+    from hf_cxr_mae.serving.demo import Analyzer
 
     return Analyzer(str(classifier_dirs["real"]))
 
@@ -108,7 +108,7 @@ def test_normal_dicom_and_png_are_analysed(analyzer, tmp_path):
 
 
 def test_demo_trained_model_says_so_next_to_the_probabilities(classifier_dirs, tmp_path):
-    from hf_cxr_mae.demo_app import Analyzer, build_demo
+    from hf_cxr_mae.serving.demo import Analyzer, build_demo
 
     Image.fromarray(np.full((64, 64), 120, np.uint8)).save(tmp_path / "x.png")
     demo = Analyzer(str(classifier_dirs["demo"]))
@@ -134,8 +134,8 @@ def test_demo_trained_model_says_so_next_to_the_probabilities(classifier_dirs, t
 
 
 def test_demo_marks_the_flagged_findings(flagged_classifier_dir, pngs_with_a_broken_one):
-    from hf_cxr_mae.demo_app import FLAG, Analyzer
     from hf_cxr_mae.processing import flagged_findings
+    from hf_cxr_mae.serving.demo import FLAG, Analyzer
 
     analyzer = Analyzer(str(flagged_classifier_dir))
     (result,), _ = predict_files(analyzer.model, pngs_with_a_broken_one[:1], fast=True)

@@ -10,8 +10,8 @@ from helpers import save_classifier, textured_grey, tiny_classifier
 from PIL import Image
 from transformers import pipeline
 
-from hf_cxr_mae.demo_app import Analyzer
-from hf_cxr_mae.predict import load_model, predict_files
+from hf_cxr_mae.serving.demo import Analyzer
+from hf_cxr_mae.serving.predict import load_model, predict_files
 
 LABELS = ["A", "B", "C"]
 STORED = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
@@ -59,7 +59,7 @@ def test_onnx_serving_turns_an_opened_pil_image_upright_as_its_path(tmp_path, mo
     its EXIF tag, which transformers' ``load_image`` applies; a grey image skipped the reader and
     was served sideways."""
     from hf_cxr_mae.data.images import read_xray
-    from hf_cxr_mae.onnx_runtime import _image
+    from hf_cxr_mae.serving.onnx_runtime import _image
 
     path = tmp_path / "sideways.jpg"
     sideways_jpeg(path, 6)

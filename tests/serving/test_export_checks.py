@@ -14,8 +14,8 @@ import pytest
 import torch
 from helpers import tiny_classifier
 
-import hf_cxr_mae.export as export
-from hf_cxr_mae.export import FP32_LOGIT_TOLERANCE, INT8_PROBABILITY_TOLERANCE, verify
+import hf_cxr_mae.serving.export as export
+from hf_cxr_mae.serving.export import FP32_LOGIT_TOLERANCE, INT8_PROBABILITY_TOLERANCE, verify
 
 NAMES = ["a", "b", "c"]
 

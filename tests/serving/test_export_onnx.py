@@ -1,4 +1,4 @@
-"""ONNX export (``hf_cxr_mae.export``): round trip against PyTorch (fp32 to 1e-4, int8 within the
+"""ONNX export (``hf_cxr_mae.serving.export``): round trip against PyTorch (fp32 to 1e-4, int8 within the
 stated tolerance), the refusal of a graph that disagrees, predict and the demo on an exported
 folder, static int8 calibrated on real X-rays, an export folder reused for another model, and
 graphs older than the weights beside them refused."""
@@ -14,9 +14,13 @@ from helpers import THREE_FINDINGS, save_classifier, tiny_classifier
 
 from hf_cxr_mae import CXRViTForImageClassification
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.export import INT8_PROBABILITY_TOLERANCE, export_onnx, synthetic_check_images
-from hf_cxr_mae.onnx_runtime import FILES, OnnxClassifier
-from hf_cxr_mae.predict import load_model
+from hf_cxr_mae.serving.export import (
+    INT8_PROBABILITY_TOLERANCE,
+    export_onnx,
+    synthetic_check_images,
+)
+from hf_cxr_mae.serving.onnx_runtime import FILES, OnnxClassifier
+from hf_cxr_mae.serving.predict import load_model
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Nodule"]
 
@@ -92,7 +96,7 @@ def test_default_graph_is_the_fastest_present(exported):
 
 
 def test_a_graph_that_disagrees_is_refused_with_the_numbers(classifier_dir, tmp_path, monkeypatch):
-    import hf_cxr_mae.export as export
+    import hf_cxr_mae.serving.export as export
 
     real_fuse = export.fuse_attention
 
@@ -153,7 +157,7 @@ def test_predict_with_the_onnx_folder_gives_the_pytorch_table(
 def test_demo_runs_an_onnx_folder_and_says_there_is_no_heatmap(exported, tmp_path):
     from PIL import Image
 
-    from hf_cxr_mae.demo_app import ONNX_NOTE, Analyzer
+    from hf_cxr_mae.serving.demo import ONNX_NOTE, Analyzer
 
     Image.fromarray(np.full((64, 64), 120, np.uint8)).save(tmp_path / "x.png")
     analyzer = Analyzer(str(exported))
@@ -190,7 +194,7 @@ def test_export_command_calibrates_static_int8_on_real_xrays(classifier_dir, nih
 def test_a_finding_without_a_stored_threshold_is_checked_at_one_half(tmp_path):
     """Operating points store None for a finding undefined on validation; the agreement check
     used to fail on it with a TypeError."""
-    from hf_cxr_mae.export import _decisions
+    from hf_cxr_mae.serving.export import _decisions
 
     points = {"method": "youden", "thresholds": {"Atelectasis": 0.2, "Cardiomegaly": None}}
     model = tiny_classifier(LABELS, operating_points=points)

@@ -1,4 +1,4 @@
-"""Fast classifier inference (``hf_cxr_mae.inference``): bf16 and fp32 fast paths give the saved
+"""Fast classifier inference (``hf_cxr_mae.serving.inference``): bf16 and fp32 fast paths give the saved
 model's logits (not timed)."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from conftest import TINY
 
 from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification
-from hf_cxr_mae.inference import fast_classifier
+from hf_cxr_mae.serving.inference import fast_classifier
 
 
 @pytest.mark.parametrize("preset", [TINY, "vit-small-patch16"])

@@ -11,7 +11,7 @@ from helpers import tiny_classifier
 from PIL import Image
 
 from hf_cxr_mae.file_names import MAX_STEM, safe_file_stems
-from hf_cxr_mae.predict import predict_files, write_heatmaps
+from hf_cxr_mae.serving.predict import predict_files, write_heatmaps
 
 HOSTILE = [
     "x/../../../escaped",

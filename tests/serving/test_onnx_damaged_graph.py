@@ -11,8 +11,8 @@ from helpers import save_classifier, tiny_classifier
 from PIL import Image
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.export import export_onnx
-from hf_cxr_mae.onnx_runtime import OnnxClassifier
+from hf_cxr_mae.serving.export import export_onnx
+from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier
 
 
 @pytest.fixture(scope="module")

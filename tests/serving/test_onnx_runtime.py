@@ -1,4 +1,4 @@
-"""Serving an ONNX export without PyTorch (``hf_cxr_mae.onnx_runtime``): it imports neither torch
+"""Serving an ONNX export without PyTorch (``hf_cxr_mae.serving.onnx_runtime``): it imports neither torch
 nor transformers, its config answers as transformers' does, its preprocessing gives the pixels
 of transformers' image processor, and ``predict_proba`` on files, arrays and pixel values gives
 the PyTorch model's probabilities."""
@@ -22,10 +22,10 @@ from transformers import AutoConfig, AutoImageProcessor
 import hf_cxr_mae
 from hf_cxr_mae import CXRClassifierConfig, CXRViTForImageClassification
 from hf_cxr_mae.data.images import read_xray
-from hf_cxr_mae.export import INT8_PROBABILITY_TOLERANCE, export_onnx
-from hf_cxr_mae.onnx_runtime import FolderConfig, OnnxClassifier
-from hf_cxr_mae.predict import load_model, predict_files
 from hf_cxr_mae.processing import build_image_processor
+from hf_cxr_mae.serving.export import INT8_PROBABILITY_TOLERANCE, export_onnx
+from hf_cxr_mae.serving.onnx_runtime import FolderConfig, OnnxClassifier
+from hf_cxr_mae.serving.predict import load_model, predict_files
 
 ROOT = REPO_ROOT
 
@@ -86,7 +86,7 @@ def transformers_pixels(folder: Path, paths, backend: str = "pil") -> np.ndarray
 
 def test_importing_the_runtime_imports_neither_torch_nor_transformers():
     found = run_python(
-        "import json, sys, hf_cxr_mae.onnx_runtime\n"
+        "import json, sys, hf_cxr_mae.serving.onnx_runtime\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     )
     assert found == []
@@ -119,7 +119,7 @@ def test_serving_files_without_torch_gives_the_pytorch_probabilities(
     # The child serves as a hospital server would: onnxruntime, numpy and Pillow only.
     got = run_python(
         "import json, sys\n"
-        "from hf_cxr_mae.onnx_runtime import OnnxClassifier\n"
+        "from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier\n"
         "out = {}\n"
         "for variant in ('fp32', 'dynamic'):\n"
         f"    model = OnnxClassifier({str(exported)!r}, variant=variant)\n"

@@ -9,7 +9,7 @@ from helpers import save_classifier, tiny_classifier
 from PIL import Image
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.predict import load_classifier
+from hf_cxr_mae.serving.predict import load_classifier
 
 LABELS = ["Cardiomegaly", "Effusion"]
 REFUSED = r"holds its weights only as pytorch_model\.bin .*loads safetensors only"

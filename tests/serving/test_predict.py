@@ -117,7 +117,7 @@ def test_reconstruct_writes_four_panels(nih_models, shared_data, tmp_path):
 def test_a_file_named_twice_is_predicted_once(tmp_path):
     from PIL import Image
 
-    from hf_cxr_mae.predict import collect_images
+    from hf_cxr_mae.serving.predict import collect_images
 
     for name in "abc":
         Image.new("L", (8, 8)).save(tmp_path / f"{name}.png")
@@ -146,7 +146,7 @@ def _part10_dicom(path: Path, pixels: np.ndarray) -> Path:
 
 def test_predict_reads_a_dicom_without_suffix_and_skips_junk_but_names_the_rest(tmp_path, caplog):
     from hf_cxr_mae.data.images import read_xray
-    from hf_cxr_mae.predict import collect_images
+    from hf_cxr_mae.serving.predict import collect_images
 
     pixels = np.random.default_rng(1).integers(0, 256, (12, 10), dtype=np.uint8)
     dicom = _part10_dicom(tmp_path / "IM0001", pixels)  # as PACS exports name them
@@ -154,7 +154,7 @@ def test_predict_reads_a_dicom_without_suffix_and_skips_junk_but_names_the_rest(
     with dicom.open("rb") as f:  # a file object too (an upload)
         np.testing.assert_array_equal(np.asarray(read_xray(f)), pixels)
     # The demo sizes it from its header (megapixel check before decoding), as a .dcm.
-    from hf_cxr_mae.demo_app import header_size
+    from hf_cxr_mae.serving.demo import header_size
 
     assert header_size(dicom) == (10, 12)
     random_png(tmp_path / "a.png", 0)
@@ -173,8 +173,8 @@ def test_a_model_naming_two_outputs_alike_is_refused_at_load(tmp_path):
     JSON dropped a finding. predict (library and CLI) and the demo refuse it, naming both."""
     from helpers import save_classifier, tiny_classifier
 
-    from hf_cxr_mae.demo_app import Analyzer
-    from hf_cxr_mae.predict import load_model
+    from hf_cxr_mae.serving.demo import Analyzer
+    from hf_cxr_mae.serving.predict import load_model
 
     labels = ["Atelectasis", "Effusion", "Mass", "Effusion"]
     folder = save_classifier(tiny_classifier(labels), tmp_path / "model")

@@ -13,9 +13,9 @@ from helpers import save_classifier, tiny_classifier
 from PIL import Image
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.demo_app import Analyzer
-from hf_cxr_mae.onnx_runtime import OnnxClassifier
-from hf_cxr_mae.predict import load_model, predict_files, predict_to_file
+from hf_cxr_mae.serving.demo import Analyzer
+from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier
+from hf_cxr_mae.serving.predict import load_model, predict_files, predict_to_file
 
 LABELS = ["Atelectasis", "Effusion"]
 
@@ -67,7 +67,7 @@ def test_a_damaged_onnx_graph_is_an_error_naming_model_and_image(images, tmp_pat
     import onnx
     from onnx import numpy_helper
 
-    from hf_cxr_mae.export import export_onnx
+    from hf_cxr_mae.serving.export import export_onnx
 
     folder = save_classifier(tiny_classifier(LABELS), tmp_path / "model")
     export_onnx(folder, tmp_path / "deploy")

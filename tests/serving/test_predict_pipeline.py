@@ -1,4 +1,4 @@
-"""Folder prediction as a pipeline (``hf_cxr_mae.predict``): results written batch by batch (a
+"""Folder prediction as a pipeline (``hf_cxr_mae.serving.predict``): results written batch by batch (a
 killed run keeps them and a rerun skips them), unreadable files listed in the output and tried
 again on resume, and a model retrained into the same folder never resuming the old file."""
 
@@ -15,7 +15,7 @@ import pytest
 from helpers import ABC_LABELS, save_classifier, tiny_classifier
 from PIL import Image
 
-from hf_cxr_mae.predict import load_model, predict_files, predict_to_file
+from hf_cxr_mae.serving.predict import load_model, predict_files, predict_to_file
 
 
 def _rows(path):
@@ -53,7 +53,7 @@ def test_csv_matches_the_in_memory_predictions_with_workers(flagged_classifier_d
 def test_an_injected_crash_keeps_the_finished_batches_and_a_rerun_skips_them(
     flagged_classifier_dir, pngs_with_a_broken_one, tmp_path, monkeypatch
 ):
-    import hf_cxr_mae.predict as predict
+    import hf_cxr_mae.serving.predict as predict
 
     model = load_model(str(flagged_classifier_dir))
     real_runner, calls = predict._runner, []
@@ -131,7 +131,7 @@ def test_a_model_retrained_into_the_same_folder_does_not_resume_the_old_file(png
 CHILD = textwrap.dedent(
     """
     import sys, time
-    import hf_cxr_mae.predict as predict
+    import hf_cxr_mae.serving.predict as predict
     real = predict._runner
     def slow(model, fast):
         run = real(model, fast)

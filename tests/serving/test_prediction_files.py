@@ -10,8 +10,8 @@ from helpers import TWO_FINDINGS
 from PIL import Image
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.predict import load_model, predict_files, predict_to_file
-from hf_cxr_mae.prediction_files import read_predictions
+from hf_cxr_mae.serving.predict import load_model, predict_files, predict_to_file
+from hf_cxr_mae.serving.prediction_files import read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_label_csv_column_names_are_read_trimmed_and_two_alike_refused(tmp_path)
     """A spreadsheet often leaves a space after a header (``Effusion ``): read as it is, that
     column matched no prediction and the finding silently left the comparison. Headers are read
     trimmed; two that become the same name are refused, naming both."""
-    from hf_cxr_mae.prediction_files import read_labels
+    from hf_cxr_mae.serving.prediction_files import read_labels
 
     path = tmp_path / "labels.csv"
     path.write_text(" image_id,Atelectasis , Effusion\nx0.png,1,0\nx1.png,0,1\n")
@@ -170,7 +170,7 @@ def test_label_csv_column_names_are_read_trimmed_and_two_alike_refused(tmp_path)
 def test_an_empty_file_and_a_folder_are_named(tmp_path):
     """An empty predictions file gave pandas' "No columns to parse from file" without its name;
     a folder passed as the labels file was said not to exist."""
-    from hf_cxr_mae.prediction_files import read_labels
+    from hf_cxr_mae.serving.prediction_files import read_labels
 
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")

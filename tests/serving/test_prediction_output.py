@@ -12,7 +12,7 @@ from helpers import TWO_FINDINGS, tiny_classifier
 from PIL import Image
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.predict import load_model, predict_to_file
+from hf_cxr_mae.serving.predict import load_model, predict_to_file
 
 LABELS = TWO_FINDINGS  # those of the two_heads models (conftest)
 
@@ -165,7 +165,7 @@ def test_predict_to_file_says_no_space_left_as_an_oserror(two_heads, images, tmp
 
 
 def _no_model_loading(monkeypatch):
-    import hf_cxr_mae.predict as predict
+    import hf_cxr_mae.serving.predict as predict
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the output folder was checked")
@@ -250,7 +250,7 @@ def test_a_resume_with_other_precision_is_refused_and_says_which(two_heads, imag
     """A file started on the default fast path (bf16 where native) was resumed with --no_fast
     (fp32), so one file mixed two precisions under one model's name. The record now holds how
     the model ran; another setting is refused before any change, naming it."""
-    from hf_cxr_mae.inference import native_bf16
+    from hf_cxr_mae.serving.inference import native_bf16
 
     output = tmp_path / "predictions.csv"
     _predict(two_heads[0], images[:2], output, "--num_workers", "0")

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hf_cxr_mae.onnx_runtime import processor_settings
 from hf_cxr_mae.processing import build_image_processor
+from hf_cxr_mae.serving.onnx_runtime import processor_settings
 
 
 def config(image_size=64, crop_pct=0.875, mean=(0.5056,) * 3, std=(0.252,) * 3):

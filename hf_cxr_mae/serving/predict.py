@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.image_paths import IMAGE_SUFFIXES
-from .data.images import read_xray
-from .data.transforms import create_transform
+from ..data.image_paths import IMAGE_SUFFIXES
+from ..data.images import read_xray
+from ..data.transforms import create_transform
 from .predict_output import (  # noqa: F401 (the results file's helpers, importable from here)
     OutputError,
     ResultWriter,
@@ -47,8 +47,8 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders expanded to their PNG / JPEG / DICOM files (sorted, recursive;
     DICOM also without suffix), OS and tool junk (``.DS_Store``, AppleDouble ``._*``,
     ``.ipynb_checkpoints/``, ``__MACOSX/``, ``Thumbs.db``) ignored, other files named in a warning."""
-    from .data.imagefolder import visible_images
-    from .data.images import has_dicom_magic
+    from ..data.imagefolder import visible_images
+    from ..data.images import has_dicom_magic
 
     out: list[Path] = []
     for item in map(Path, inputs):
@@ -85,9 +85,9 @@ def load_classifier(model_name_or_path: str):
     encoder without a head or for weights that exist only as a pickle (``pytorch_model.bin``)."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    from ..safe_weights import no_safetensors_message, require_safetensors
     from .model_checks import check_unique_labels
     from .onnx_runtime import is_onnx_folder
-    from .safe_weights import no_safetensors_message, require_safetensors
 
     if is_onnx_folder(model_name_or_path):
         raise ValueError(
@@ -168,7 +168,7 @@ def _identity(model) -> str:
 
 
 def _settings(model):
-    from .processing import data_settings
+    from ..processing import data_settings
 
     return data_settings(model)
 
@@ -234,7 +234,7 @@ def iter_predictions(
     """Per batch, in file order: (predictions, [(path, error)] for files that could not be read).
     Files are decoded by ``num_workers`` processes (``torch.utils.data.DataLoader``) while the
     model runs on the previous batch; ``model`` is a PyTorch classifier or an ``OnnxClassifier``."""
-    from .processing import flagged_findings
+    from ..processing import flagged_findings
 
     settings = _settings(model)
     run = _runner(model, fast)
@@ -409,7 +409,7 @@ def heatmap_overlay(
 def write_heatmaps(model, prediction: Prediction, out_dir: Path, top: int = 3) -> list[str]:
     """One PNG per top finding in ``out_dir``: ``<stem>_<finding>.png``, the finding's name made
     safe (``file_names.safe_file_stems``: it comes from the model's config)."""
-    from .file_names import safe_file_stems
+    from ..file_names import safe_file_stems
 
     settings = _settings(model)
     image = read_xray(prediction.path)
@@ -435,9 +435,9 @@ def reconstruct_figure(
     """original | masked | reconstruction | visible + recon., a row per image."""
     from transformers import AutoConfig
 
-    from .configuration import check_setting
-    from .modeling import CXRMAEForPreTraining
-    from .visualization import reconstruction_grid
+    from ..configuration import check_setting
+    from ..modeling import CXRMAEForPreTraining
+    from ..visualization import reconstruction_grid
 
     config = AutoConfig.from_pretrained(model_name_or_path)
     if config.model_type != "vit_mae" or "ViTMAEForPreTraining" not in (config.architectures or []):
@@ -445,7 +445,7 @@ def reconstruct_figure(
             f"{model_name_or_path} is not a full MAE (encoder + decoder) checkpoint; reconstruct needs one."
         )
     check_setting("mask_ratio", mask_ratio, flag="--mask-ratio")
-    from .safe_weights import require_safetensors
+    from ..safe_weights import require_safetensors
 
     require_safetensors(model_name_or_path)
     model = CXRMAEForPreTraining.from_pretrained(

@@ -35,7 +35,7 @@ def fast_classifier(
     dtype = dtype or (torch.bfloat16 if native_bf16(device) else torch.float32)
     fast = copy.deepcopy(model).to(dtype).eval()
     if hasattr(fast, "set_attn_implementation"):
-        from .attention import use_fast_attention
+        from ..attention import use_fast_attention
 
         use_fast_attention(fast)
     forward = torch.compile(fast) if compile else fast

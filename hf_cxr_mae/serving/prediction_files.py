@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import IGNORE_LABEL
+from ..constants import IGNORE_LABEL
 
 logger = logging.getLogger("hf_cxr_mae")
 
@@ -363,7 +363,7 @@ def align_labels(predictions: Predictions, labels: Labels) -> np.ndarray:
 
 def dataset_labels(split) -> Labels:
     """Labels of a dataset split (multi-label ``labels`` struct, or one-hot ``label`` classes)."""
-    from .data import label_names
+    from ..data import label_names
 
     all_names = label_names(split)
     ids = [str(i) for i in split["image_id"]]

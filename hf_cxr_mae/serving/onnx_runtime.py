@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .metrics.classification import probabilities
+from ..metrics.classification import probabilities
 from .model_checks import check_finite, check_unique_labels
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ PREFERENCE = ("dynamic", "static", None)
 
 def session(path: Path | str, threads: int = 0):
     """An ONNX Runtime CPU session of one graph, all graph optimisations on."""
-    from .extras import require
+    from ..extras import require
 
     ort = require("onnxruntime", "Running an ONNX export")
 
@@ -151,7 +151,7 @@ def _image(item: Image.Image | str | PathLike) -> Image.Image:
         if item.mode == "L":
             return item
     # Here, not at the top: pixel inputs never need the reader.
-    from .data.images import read_xray, to_grayscale
+    from ..data.images import read_xray, to_grayscale
 
     if isinstance(item, np.ndarray):  # an image as numpy holds it: (H, W) grey or (H, W, C)
         if item.ndim not in (2, 3):
@@ -239,7 +239,7 @@ def _load_graph(path: Path, folder: str | PathLike, threads: int):
     """``session(path)``, with ONNX Runtime's refusal of a damaged graph (an empty, truncated or
     corrupt file: a copy cut short, a full disk during the export) said as a ``ValueError``
     naming the file and the fix."""
-    from .extras import require
+    from ..extras import require
 
     # Through require: without onnxruntime, the one line naming the extra, not a traceback.
     require("onnxruntime", "Running an ONNX export")

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from .data.metadata import subgroup_columns
+from ..data.metadata import subgroup_columns
+from ..metrics.bootstrap import bootstrap_aurocs, percentile_interval
+from ..metrics.calibration import calibration_summary
+from ..metrics.classification import SINGLE_LABEL, metrics_for, scores_and_targets
+from ..metrics.operating_points import rates_at
+from ..metrics.subgroups import age_bands, subgroup_report
 from .external_report import add_source_comparison, external_lines
-from .metrics.bootstrap import bootstrap_aurocs, percentile_interval
-from .metrics.calibration import calibration_summary
-from .metrics.classification import SINGLE_LABEL, metrics_for, scores_and_targets
-from .metrics.operating_points import rates_at
-from .metrics.subgroups import age_bands, subgroup_report
 
 ECE_BINS = 15
 
@@ -197,7 +197,7 @@ def _clinical_sections(
 ) -> list[str]:
     """Calibration, the stored operating points' rates and the subgroups, into ``report``; their
     figures into ``out``. Returns the figures' file names."""
-    from . import figures
+    from .. import figures
 
     summary = calibration_summary(targets, scores, names, ECE_BINS)
     eces = {n: summary[n]["ece"] for n in names}

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .metrics.classification import probabilities
+from ..metrics.classification import probabilities
 from .onnx_graph import fuse_attention, quantize
 from .onnx_runtime import FILES, ONNX_DIR, files_sha256, onnx_files, session, weights_files
 
@@ -183,9 +183,9 @@ def verify(
 def synthetic_check_images(config: Any, count: int = 16, seed: int = 0) -> np.ndarray:
     """Pixel values of synthetic chest pictures (the DEMO renderer) through the eval transform:
     the check images when no dataset is named (closer to X-rays than noise)."""
-    from .data.demo import render_chest
-    from .data.transforms import create_transform
-    from .processing import data_settings
+    from ..data.demo import render_chest
+    from ..data.transforms import create_transform
+    from ..processing import data_settings
 
     settings = data_settings(SimpleNamespace(config=config))
     transform = create_transform(settings, "eval")
@@ -208,9 +208,9 @@ def dataset_pixels(
 ) -> np.ndarray:
     """``count`` X-rays (drawn at random, fixed seed) from the training split of a dataset
     (``load_cxr_dataset``), through the model's eval transform: calibration / check images."""
-    from .data import load_cxr_dataset
-    from .data.transforms import create_transform
-    from .processing import data_settings
+    from ..data import load_cxr_dataset
+    from ..data.transforms import create_transform
+    from ..processing import data_settings
 
     data = load_cxr_dataset(dataset, data_dir, **(options or {}))
     split = data["train"] if "train" in data else next(iter(data.values()))
@@ -250,7 +250,7 @@ Checked against the PyTorch model (fp32) before writing; a graph outside its tol
 {rows}
 
 ```python
-from hf_cxr_mae.onnx_runtime import OnnxClassifier
+from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier
 model = OnnxClassifier("path/to/this/folder")   # the fastest graph here; model.config: labels
 probabilities = model.predict_proba(["xray.png"])  # (images, findings), numpy; no torch
 logits = model(pixel_values)                        # numpy or torch in, the same out
@@ -300,7 +300,7 @@ def export_onnx(
     on. ``check_images``: pixel values the graphs are compared on (default: the last quarter of
     ``calibration``, held out of the fit, else synthetic chest pictures). ``image_source``
     names them in the card and the error messages (e.g. "nih14 images")."""
-    from .extras import require
+    from ..extras import require
 
     for module in ("onnx", "onnxscript", "onnxruntime"):  # all three, before the model loads
         require(module, "Exporting to ONNX")
@@ -404,6 +404,6 @@ def _save_processor(model: torch.nn.Module, source: str | None, out_dir: Path) -
             shutil.copy(Path(source, "preprocessor_config.json"), out_dir)
         return
     if getattr(model.config, "model_type", None) == "beit":
-        from .processing import build_image_processor
+        from ..processing import build_image_processor
 
         build_image_processor(model.config).save_pretrained(out_dir)

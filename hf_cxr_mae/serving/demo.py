@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .data.images import DICOM_SUFFIXES, dicom_size, has_dicom_magic, read_xray
+from ..data.images import DICOM_SUFFIXES, dicom_size, has_dicom_magic, read_xray
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +97,9 @@ class Analyzer:
     """Loads the models once; ``analyze`` turns one uploaded file into what the page shows."""
 
     def __init__(self, model_id: str, mae_id: str | None = None, backend: str = "auto") -> None:
+        from ..processing import data_settings
         from .inference import fast_classifier
         from .predict import is_onnx, load_model
-        from .processing import data_settings
 
         self.model = load_model(model_id, backend)
         self.onnx = is_onnx(self.model)  # ONNX Runtime: probabilities, no Grad-CAM (no gradients)
@@ -109,7 +109,7 @@ class Analyzer:
         self.demo_data = trained_on_demo_data(model_id)
         self.mae = None
         if mae_id:
-            from .modeling import CXRMAEForPreTraining
+            from ..modeling import CXRMAEForPreTraining
 
             self.mae = CXRMAEForPreTraining.from_pretrained(mae_id).eval()
 
@@ -131,7 +131,7 @@ class Analyzer:
 
     def analyze(self, path: str | None, mask_ratio: float = 0.75) -> tuple[Any, Any, Any, str]:
         """(probabilities, heatmap, reconstruction, status message) for the page."""
-        from .data.transforms import create_transform
+        from ..data.transforms import create_transform
         from .predict import grad_cam, heatmap_overlay
 
         try:
@@ -151,8 +151,8 @@ class Analyzer:
             if self.model.config.problem_type == "single_label_classification"
             else logits.sigmoid()
         )
+        from ..processing import flagged_findings
         from .model_checks import check_finite
-        from .processing import flagged_findings
 
         # As predict: a NaN or infinite output (damaged weights) is refused, never shown as a
         # probability nor explained by a heatmap.
@@ -189,8 +189,8 @@ class Analyzer:
         return scores, heat, recon, status
 
     def reconstruction(self, image: Image.Image, mask_ratio: float) -> Image.Image:
-        from .data.transforms import create_transform
-        from .visualization import reconstruction_grid
+        from ..data.transforms import create_transform
+        from ..visualization import reconstruction_grid
 
         self.mae.config.mask_ratio = float(mask_ratio)
         x = create_transform(self.mae.config, "eval")(image)[None].expand(
@@ -206,7 +206,7 @@ def synthetic_examples(folder: Path, count: int = 2) -> list[str]:
     """Example images for the page: synthetic chest pictures (not patients), written once."""
     import numpy as np
 
-    from .data.demo import render_chest
+    from ..data.demo import render_chest
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
@@ -224,7 +224,7 @@ def build_demo(model_id: str, mae_id: str | None = None, backend: str = "auto"):
     """The Gradio Blocks app (``backend``: as ``predict``'s; ONNX shows no heatmap, said so)."""
     import tempfile
 
-    from .extras import require
+    from ..extras import require
 
     gr = require("gradio", "The demo")
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from .metrics.bootstrap import auroc_from_ranks, bootstrap_aurocs, percentile_interval
-from .metrics.delong import delong_test
-from .prediction_files import (
+from ..metrics.bootstrap import auroc_from_ranks, bootstrap_aurocs, percentile_interval
+from ..metrics.delong import delong_test
+from ..serving.prediction_files import (
     Predictions,
     align_labels,
     dataset_labels,
@@ -194,10 +194,10 @@ def predict_split(
     fp32, no test-time augmentation (as ``evaluate`` without ``--tta``)."""
     import torch
 
-    from .data.transforms import create_transform, example_image, undecoded_images
-    from .inference import fast_classifier
-    from .predict import probabilities_of
-    from .processing import data_settings
+    from ..data.transforms import create_transform, example_image, undecoded_images
+    from ..processing import data_settings
+    from ..serving.inference import fast_classifier
+    from ..serving.predict import probabilities_of
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = [data_settings(m) for m in models]
@@ -233,7 +233,7 @@ def predict_split(
 
 def load_model(name_or_path: str):
     """A classifier checkpoint (ViT, DenseNet-121 ``TimmWrapper``, ...) in eval mode."""
-    from .predict import load_classifier
+    from ..serving.predict import load_classifier
 
     return load_classifier(name_or_path)
 
@@ -245,7 +245,7 @@ def model_predictions(
     num_workers: int = 0,
 ) -> list[Predictions]:
     """Each model's probabilities on a split, after checking its findings are the split's."""
-    from .data import label_names
+    from ..data import label_names
 
     names = list(label_names(split))
     models = []
@@ -363,7 +363,7 @@ def write_comparison(
 ) -> dict[str, Any]:
     """compare.json, compare.md and compare.png in ``output_dir``; returns the result.
     ``left_out``: findings not compared, each with the files that have no column for it."""
-    from .figures import comparison_figure
+    from ..figures import comparison_figure
 
     if a.names != b.names:
         if sorted(a.names) != sorted(b.names):
@@ -424,13 +424,13 @@ def run_compare(
         )  # fmt: skip
     if len(models) + len(predictions) != 2 or (models and predictions):
         raise ValueError("give two models, or --predictions_a and --predictions_b.")
-    from .safe_weights import require_safetensors
+    from ..safe_weights import require_safetensors
 
     for model in models:  # before the dataset is read: a pickled model is refused at once
         require_safetensors(model)
     data_split = None
     if dataset is not None:
-        from .data import load_cxr_dataset
+        from ..data import load_cxr_dataset
 
         if data_dir is None:
             raise ValueError("--dataset needs --data_dir.")

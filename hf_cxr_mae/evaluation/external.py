@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.label_map import LabelMap, apply_label_map, label_map_for
-from .data.label_space import NO_FINDING, SOURCE_NOTES
-from .data.splits import ALL_SPLITS
+from ..data.label_map import LabelMap, apply_label_map, label_map_for
+from ..data.label_space import NO_FINDING, SOURCE_NOTES
+from ..data.splits import ALL_SPLITS
 
 logger = logging.getLogger("hf_cxr_mae")
 
@@ -86,7 +86,7 @@ def _model_file(model_path: str, name: str) -> dict[str, Any] | None:
 def model_source(model_path: str, findings: list[str]) -> dict[str, Any]:
     """Where the model was trained: its training_args.json's ``dataset`` / ``data_dir`` (paths
     kept as their last part, as the run wrote them), else what its finding names say."""
-    from .data.labels import CHEXPERT14_LABELS, NIH14_LABELS
+    from ..data.labels import CHEXPERT14_LABELS, NIH14_LABELS
 
     args = _model_file(model_path, "training_args.json") or {}
     if args.get("dataset"):
@@ -107,7 +107,7 @@ def model_source(model_path: str, findings: list[str]) -> dict[str, Any]:
 def uncertainty_of(source: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
     """The uncertainty policy the dataset's loader applied (given, or its default), or None for a
     source without uncertain labels."""
-    from .data.loading import SOURCES
+    from ..data.loading import SOURCES
 
     if source not in SOURCES:
         return None

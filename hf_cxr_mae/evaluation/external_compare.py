@@ -70,9 +70,9 @@ def unpaired_why(shared: int, n_a: int, n_b: int, same_model: bool) -> str:
 
 def load_split(dataset: str, data_dir: str, split: str, options: dict[str, Any], limit: int | None):
     """One split (or ``all``) of a dataset, given only the options its loader takes."""
-    from .data import load_cxr_dataset
-    from .data.loading import loader_options
-    from .data.splits import split_or_all
+    from ..data import load_cxr_dataset
+    from ..data.loading import loader_options
+    from ..data.splits import split_or_all
 
     taken = {k: v for k, v in options.items() if k in loader_options(dataset)}
     if dataset == "imagefolder":  # as evaluate: a layout without class folders is an error
@@ -88,7 +88,7 @@ def load_split(dataset: str, data_dir: str, split: str, options: dict[str, Any],
 def _setup(model, path, split_ds, spec, dataset, data_dir, split, options) -> ExternalSetup:
     """The label map of one model on one split: ``spec``, or ``auto`` where the dataset's labels
     are the model's own (its own test split); without ``spec`` other labels are refused."""
-    from .data import label_names
+    from ..data import label_names
 
     if spec is None:
         # The model's findings in another order are matched by name (the auto map).
@@ -103,8 +103,8 @@ def _setup(model, path, split_ds, spec, dataset, data_dir, split, options) -> Ex
 
 def _score(model, path: str, setup: ExternalSetup, split_ds, batch_size: int, num_workers: int):
     """(relabelled split, the model's scores of its findings, the labels) on one split."""
+    from ..serving.prediction_files import Predictions, dataset_labels
     from .compare import predict_split
-    from .prediction_files import Predictions, dataset_labels
 
     relabelled = setup.apply(split_ds)
     (probabilities,) = predict_split([model], relabelled, batch_size, num_workers)
@@ -187,8 +187,8 @@ def run_external_compare(
 def _paired(out, a, b, labels, setup_a, setup_b, where, n_resamples, seed) -> dict[str, Any]:
     """Both models on the same relabelled images: ``compare``'s paired comparison on the
     findings both score from the same dataset labels (named as A names them)."""
+    from ..serving.prediction_files import Predictions, write_labels_csv, write_predictions_csv
     from .compare import write_comparison
-    from .prediction_files import Predictions, write_labels_csv, write_predictions_csv
 
     lm_a, lm_b = setup_a.label_map, setup_b.label_map
     if (lm_a.normal, list(lm_a.sources.values())) != (lm_b.normal, list(lm_b.sources.values())):
@@ -214,8 +214,8 @@ def _paired(out, a, b, labels, setup_a, setup_b, where, n_resamples, seed) -> di
 
 def _aurocs(predictions, labels, findings: list[str]):
     """(scores, targets, AUROC metrics) of one side on ``findings``."""
-    from .metrics.classification import auroc_metrics
-    from .prediction_files import Predictions, align_labels
+    from ..metrics.classification import auroc_metrics
+    from ..serving.prediction_files import Predictions, align_labels
 
     columns = [predictions.names.index(f) for f in findings]
     scores = predictions.probabilities[:, columns]
@@ -241,7 +241,7 @@ def _unpaired(out, a, b, labels_a, labels_b, setup_a, setup_b, where_a, where_b,
               seed, shared: int = 0, why: str = UNPAIRED_WHY):  # fmt: skip
     """Two sets of images: each AUROC with its own interval, the difference as a number, no
     p-value (``why``; ``shared`` images in both). compare.json, compare.md and the scores."""
-    from .prediction_files import write_labels_csv, write_predictions_csv
+    from ..serving.prediction_files import write_labels_csv, write_predictions_csv
 
     findings = [f for f in a.names if f in b.names]
     if not findings:
