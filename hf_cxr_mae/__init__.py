@@ -69,13 +69,20 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 _MOVED = {
     "hub_push": "hub",
     "demo_app": "serving.demo",
+    "visualization": "figures",  # every picture is drawn in figures
+    "training.metrics": "training.logged_metrics",  # it shadowed the metrics/ package
+    "data.recipe_data": "training.data_setup",  # recipe glue: data/ stays model-free
     **{
         name: f"serving.{name}"
         for name in (
-            "predict", "predict_output", "prediction_files", "inference", "onnx_graph",
-            "onnx_runtime", "export", "model_checks",
+            "predict", "inference", "onnx_graph", "onnx_runtime", "export", "model_checks",
         )
     },
+    # predict's results file in one module; label files and pairing went to evaluation
+    "predict_output": "serving.prediction_file",
+    "serving.predict_output": "serving.prediction_file",
+    "prediction_files": "evaluation.paired_files",
+    "serving.prediction_files": "evaluation.paired_files",
     **{
         name: f"evaluation.{name}"
         for name in ("reports", "compare", "external", "external_compare", "external_report")

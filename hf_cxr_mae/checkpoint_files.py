@@ -19,17 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .pickle_scan import StorageScanner, declared_bytes
+
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names it and says why, in words."""
 
 
-# Bytes per element of the storage classes ``torch.save`` names in its pickles.
-_STORAGE_BYTES = {
-    "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2,
-    "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
-    "BoolStorage": 1, "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "UntypedStorage": 1,
-}  # fmt: skip
 _SAFETENSORS_BYTES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
     "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
@@ -134,47 +130,8 @@ def check_safetensors(path: Path) -> None:
             )
 
 
-class _Stub:
-    """Stands in for every object a scanned pickle names: nothing real is imported or run."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, value: Any) -> None:
-        pass
-
-    def extend(self, values: Any) -> None:
-        pass
-
-
-class _StorageScanner(pickle.Unpickler):
-    """Reads a ``torch.save`` pickle only to list the storages it declares: (key, type, count)."""
-
-    def __init__(self, file: Any) -> None:
-        super().__init__(file)
-        self.storages: list[tuple[str, str, int]] = []
-
-    def find_class(self, module: str, name: str) -> type:
-        return type(name, (_Stub,), {})
-
-    def persistent_load(self, pid: Any) -> _Stub:
-        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
-            self.storages.append((str(pid[2]), getattr(pid[1], "__name__", "?"), int(pid[4])))
-        return _Stub()
-
-
-def _declared_bytes(storages: list[tuple[str, str, int]]) -> dict[str, int]:
-    return {key: numel * _STORAGE_BYTES.get(kind, 1) for key, kind, numel in storages}
-
-
 def _scan(data: Any, path: Path) -> list[tuple[str, str, int]]:
-    scanner = _StorageScanner(data)
+    scanner = StorageScanner(data)
     try:
         scanner.load()
     except Exception as err:
@@ -219,7 +176,7 @@ def check_torch_zip(path: Path) -> None:
                 )
         try:
             with archive.open(pickles[0]) as data:
-                declared = _declared_bytes(_scan(data, path))
+                declared = declared_bytes(_scan(data, path))
         except _ZIP_ERRORS as err:
             raise _damaged(path, err) from err
         for key, need in declared.items():
@@ -291,7 +248,7 @@ def _check_torch_legacy(path: Path, size: int) -> None:
     allocating any storage."""
     with path.open("rb") as f:
         try:
-            first = _StorageScanner(f).load()
+            first = StorageScanner(f).load()
         except Exception:
             first = None
     if first != _LEGACY_MAGIC and (refused := safe_load_problem(path)) and _REFUSES in refused:
@@ -299,7 +256,7 @@ def _check_torch_legacy(path: Path, size: int) -> None:
     with path.open("rb") as f:
         for _ in range(3):  # magic number, protocol version, system info
             _scan(f, path)
-        need = sum(_declared_bytes(_scan(f, path)).values())
+        need = sum(declared_bytes(_scan(f, path)).values())
     if need > size:
         raise CheckpointError(
             f"{path}: declares {_human(need)} of tensor data in a {_human(size)} file: a truncated, "

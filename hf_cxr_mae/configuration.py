@@ -21,6 +21,9 @@ from transformers import ViTMAEConfig
 # Mean / std of chest X-ray intensities (scaled to [0, 1]) used by the paper's code.
 CXR_MEAN = 0.5056
 CXR_STD = 0.252
+# The paper's masking ratio: the one default for pre-training (config and recipe). Showing a
+# trained MAE's reconstructions uses that MAE's own ``config.mask_ratio`` unless asked otherwise.
+MASK_RATIO = 0.90
 
 # One readable table, timm-style. Names follow the official code's model names.
 # enc: (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
@@ -136,7 +139,7 @@ class CXRMAEConfig(_PresetMixin, ViTMAEConfig):
     model_type = "vit_mae"
 
     layer_norm_eps: float = 1e-6
-    mask_ratio: float | int = 0.90
+    mask_ratio: float | int = MASK_RATIO
     decoder_num_hidden_layers: int = 2
     image_mean: list[float] | tuple[float, ...] = (CXR_MEAN, CXR_MEAN, CXR_MEAN)
     image_std: list[float] | tuple[float, ...] = (CXR_STD, CXR_STD, CXR_STD)

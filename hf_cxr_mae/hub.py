@@ -3,7 +3,8 @@
 ``push_folder`` uploads only what a model repo needs (``PUSH_PATTERNS``), retries with backoff,
 reports failures and never raises, so a network problem never stops training and never touches
 the local checkpoint. ``BackgroundPusher`` runs those pushes on one worker thread, so their
-retries never stall training either; ``take_push`` hands a run's push (and its token) to one.
+retries never stall training either (``training.run_setup.take_push`` hands a run's push, and
+its token, to one).
 The model card itself is rendered by ``model_card``.
 """
 
@@ -29,20 +30,6 @@ PUSH_PATTERNS = [
     "README.md", "training_args.json", "metrics.json", "all_results.json", "report.md", "roc.png",
     "confusion_matrix.png", "reliability.png", "subgroups.png", "example.png",
 ]  # fmt: skip
-
-
-def take_push(training_args) -> BackgroundPusher | None:
-    """Our own push (retries, never raising, on a background thread), or None; the Trainer's own
-    push is switched off. The token leaves ``training_args`` here, before the Trainer pickles them
-    into ``training_args.bin`` (at the root and in every checkpoint): only the pusher keeps it."""
-    token, training_args.hub_token = training_args.hub_token, None
-    push, training_args.push_to_hub = bool(training_args.push_to_hub), False
-    if not push:
-        return None
-    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
-    return BackgroundPusher(
-        repo_id, training_args.hub_private_repo, token, training_args.push_retries
-    )
 
 
 def check_push_folder(folder: str | Path) -> None:

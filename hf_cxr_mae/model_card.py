@@ -18,6 +18,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .tables import calibration_rows, interval, number, operating_point_rows, subgroup_rows
+
 logger = logging.getLogger(__name__)
 
 PAPER = "Delving into Masked Autoencoders for Multi-Label Thorax Disease Classification (Xiao et al., WACV 2023)"
@@ -129,33 +131,19 @@ class CardData:
     external_results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _num(value: float | None, digits: int = 3) -> str:
-    return "undefined" if value is None else f"{value:.{digits}f}"
-
-
-def _interval(ci: list[float] | None) -> str:
-    return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-"
-
-
 def clinical_tables(report: dict[str, Any] | None, config: Any) -> dict[str, Any]:
-    """The card's measured bias-and-limitations content, as rows of formatted cells: subgroup
-    mAUC (the report's ``subgroups``), the largest TPR / FPR gaps per column at the thresholds,
-    ECE per finding (``calibration``), and the stored thresholds with their rates on the report's
-    split. Empty lists where the report lacks them."""
+    """The card's measured bias-and-limitations content, as rows of formatted cells (the rows of
+    report.md's tables, ``hf_cxr_mae.tables``): subgroup mAUC (the report's ``subgroups``), the
+    largest TPR / FPR gaps per column at the thresholds, ECE per finding (``calibration``), and
+    the stored thresholds with their rates on the report's split. Empty lists where the report
+    lacks them."""
     report = report or {}
     out: dict[str, Any] = {"subgroups": [], "gaps": [], "calibration": [], "thresholds": []}
     subgroups = report.get("subgroups")
     if subgroups:
-        rows = [("overall", "all", subgroups["overall"])] + [
-            (column, value, stats)
-            for column, by_value in subgroups["groups"].items()
-            for value, stats in by_value.items()
-        ]
-        out["subgroups"] = [
-            [column, value, stats["count"], _num(stats["mauc"]), _interval(stats["mauc_ci95"]),
-             "**below overall**" if stats.get("below_overall") else ""]
-            for column, value, stats in rows
-        ]  # fmt: skip
+        # The card leaves out the overall value over the same findings.
+        rows = subgroup_rows(subgroups, flag="**below overall**")
+        out["subgroups"] = [r[:5] + r[6:] for r in rows]
         for column, findings in subgroups.get("gaps", {}).items():
             for rate in ("tpr", "fpr"):
                 gaps = {f: g for f, g in findings.items() if g.get(f"{rate}_gap") is not None}
@@ -163,29 +151,22 @@ def clinical_tables(report: dict[str, Any] | None, config: Any) -> dict[str, Any
                     worst = max(gaps, key=lambda f: gaps[f][f"{rate}_gap"])
                     g = gaps[worst]
                     out["gaps"].append(
-                        [column, rate.upper(), worst, _num(g[f"{rate}_gap"]),
+                        [column, rate.upper(), worst, number(g[f"{rate}_gap"]),
                          f"{g[f'{rate}_lowest']} < {g[f'{rate}_highest']}"]
                     )  # fmt: skip
     calibration = report.get("calibration")
     if calibration:
         temperatures = (getattr(config, "calibration", None) or {}).get("temperatures", {})
-        out["calibration"] = [
-            [name, _num(ece), _num(temperatures.get(name), 2) if temperatures else "-"]
-            for name, ece in calibration["ece"].items()
-        ]
-        out["mean_ece"] = _num(calibration.get("mean_ece"))
+        out["calibration"] = calibration_rows(calibration["ece"], temperatures)
+        out["mean_ece"] = number(calibration.get("mean_ece"))
     points = getattr(config, "operating_points", None)
     if points:
+        thresholds = points.get("thresholds", {})
         rates = (report.get("operating_points") or {}).get("rates") or {}
-        for name, threshold in points.get("thresholds", {}).items():
-            r = rates.get(name) or {}
-            cells = [
-                f"{_num(r[k]['value'])} ({_interval(r[k]['ci95'])})" if k in r else "-"
-                for k in ("sensitivity", "specificity", "ppv", "npv")
-            ]
-            out["thresholds"].append(
-                [name, "none" if threshold is None else f"{threshold:.4f}", *cells]
-            )
+        # The card shows the rates, not the counts.
+        out["thresholds"] = [
+            r[:6] for r in operating_point_rows(list(thresholds), thresholds, rates)
+        ]
         method = points.get("method")
         out["method"] = (
             "Youden's J" if method == "youden" else f"{method} >= {points.get('target')}"
@@ -261,9 +242,9 @@ def render_card(card: CardData) -> ModelCard:
         external_results=[
             {
                 **r,
-                "mauc_text": _num(r.get("mauc")),
-                "ci_text": _interval(r.get("mauc_ci95")),
-                "source_text": _num(r.get("source_test_mauc")),
+                "mauc_text": number(r.get("mauc")),
+                "ci_text": interval(r.get("mauc_ci95")),
+                "source_text": number(r.get("source_test_mauc")),
             }
             for r in card.external_results
         ],
@@ -301,3 +282,64 @@ def write_training_args(output_dir: str | Path, *arg_objects: Any) -> Path:
     path = Path(output_dir) / "training_args.json"
     path.write_text(json.dumps(scrub(merged), indent=2, default=str))
     return path
+
+
+ONNX_START, ONNX_END = "<!-- onnx-export -->", "<!-- /onnx-export -->"
+
+
+def onnx_card_section(
+    checks: list[dict[str, Any]], fused: int, int8_file: str, variant: str | None, source: str
+) -> str:
+    """The card's "ONNX export" section: how the graphs were made and each one's check against
+    PyTorch (``checks``: ``export.Verification`` as dicts)."""
+    import onnxruntime
+    import torch
+
+    rows = "\n".join(
+        f"| `onnx/{c['variant']}` | {c['images']} ({c['image_source']}) | "
+        f"{c['max_logit_difference']:.2e} | {c['max_probability_difference']:.4f} | "
+        f"{c['agreement']:.4f} | {c['tolerance']} |"
+        for c in checks
+    )
+    calibrated = ", activation ranges calibrated on the images named below" if variant == "static" else ""
+    return f"""{ONNX_START}
+## ONNX export
+
+Exported from `{source}` by `hf-cxr-mae export` (torch {torch.__version__}, onnxruntime
+{onnxruntime.__version__}). Input `pixel_values` (batch, channels, height, width) preprocessed by
+`preprocessor_config.json`; output `logits` (batch, labels): sigmoid per finding (multi-label) or
+softmax. {fused} attention blocks run as `com.microsoft.MultiHeadAttention`, so the graph needs
+ONNX Runtime (CPU). Int8 graphs quantise the MatMul weights (`{int8_file}`{calibrated}).
+
+Checked against the PyTorch model (fp32) before writing; a graph outside its tolerance is refused:
+
+| graph | check images | max logit diff. | max prob. diff. | decisions agreeing | tolerance |
+|---|---|--:|--:|--:|---|
+{rows}
+
+```python
+from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier
+model = OnnxClassifier("path/to/this/folder")   # the fastest graph here; model.config: labels
+probabilities = model.predict_proba(["xray.png"])  # (images, findings), numpy; no torch
+logits = model(pixel_values)                        # numpy or torch in, the same out
+```
+Or `hf-cxr-mae predict --model path/to/this/folder images/` (Grad-CAM heatmaps need PyTorch).
+{ONNX_END}
+"""
+
+
+def add_card_section(out_dir: Path, source: str | None, section: str) -> None:
+    """``out_dir``'s card (else the source's, else a title) with the ONNX ``section`` added, or
+    replacing the one already there."""
+    card = out_dir / "README.md"
+    text = None
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+    elif source and (Path(source) / "README.md").is_file():
+        text = (Path(source) / "README.md").read_text(encoding="utf-8")
+    if text is None:
+        text = f"# {Path(source or 'model').name} (ONNX)\n"
+    if ONNX_START in text and ONNX_END in text:
+        before, _, rest = text.partition(ONNX_START)
+        text = before + rest.partition(ONNX_END)[2].lstrip("\n")
+    card.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")

@@ -1,5 +1,5 @@
-"""The MAE pre-training model, the ViT classifier, and how a run builds them and checks the
-checkpoint it starts from.
+"""The MAE pre-training model and the ViT classifier (how a run builds them from its arguments:
+``training/model_setup.py``).
 
 Both models are thin subclasses of transformers classes: they add the official MAE
 initialisation, input checks and builders, and save as the native classes
@@ -297,99 +297,6 @@ def classification_loss(
     valid = labels != IGNORE_LABEL
     loss = F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0), reduction="none")
     return (loss * valid).sum() / valid.sum().clamp(min=1)
-
-
-# What each run may start from (a checkpoint's ``model_type``), and how the refusal names it.
-SOURCE_MODEL_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
-    "pretrain": (("vit_mae",), "pre-training"),
-    "vit": (("vit_mae", "beit"), "--architecture vit"),
-    "densenet121": (("timm_wrapper",), "--architecture densenet121"),
-}
-
-
-def source_model_type(path: str) -> str:
-    """The ``model_type`` of a checkpoint folder or Hub id, or a clear error naming it."""
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(path).model_type
-    except OSError as err:
-        hint = (
-            " (the demo fine-tuning starts from recipes/pretrain.py's demo output: run it first)"
-            if "demo" in path
-            else ""
-        )
-        raise ValueError(
-            f"Cannot load --model_name_or_path {path!r}: no such folder, and not found on the Hub{hint}. {err}"
-        ) from err
-
-
-def check_source_checkpoint(path: str | None, kind: str) -> None:
-    """Refuse a checkpoint of another architecture before any data is read (``kind``: a key of
-    ``SOURCE_MODEL_TYPES``); nothing to check without one."""
-    if not path:
-        return
-    allowed, what = SOURCE_MODEL_TYPES[kind]
-    model_type = source_model_type(path)
-    if model_type not in allowed:
-        raise ValueError(
-            f"{path} is a {model_type!r} checkpoint; {what} starts from {' or '.join(allowed)}."
-        )
-
-
-def build_pretraining_model(model_args) -> tuple[CXRMAEForPreTraining | None, CXRMAEConfig]:
-    """The MAE to pre-train and its config: continued from ``model_name_or_path`` (checked), or a
-    config from the preset (the model is then built once the data is ready: ``None``)."""
-    if model_args.model_name_or_path:
-        check_source_checkpoint(model_args.model_name_or_path, "pretrain")
-        model = CXRMAEForPreTraining.from_pretrained(
-            model_args.model_name_or_path, mask_ratio=model_args.mask_ratio
-        )
-        return model, model.config
-    overrides = {"mask_ratio": model_args.mask_ratio, "norm_pix_loss": model_args.norm_pix_loss}
-    if model_args.image_size:
-        overrides["image_size"] = model_args.image_size
-    return None, CXRMAEConfig.from_preset(model_args.preset, **overrides)
-
-
-def build_classifier(
-    model_args, names: list[str], problem_type: str, layer_decay: float | None = None
-) -> PreTrainedModel:
-    """The model to fine-tune: ViT (from an MAE, a classifier or scratch) or timm DenseNet-121.
-    A ViT's config records the ``layer_decay`` it is trained with (None: none, 1.0)."""
-    id2label = dict(enumerate(names))
-    if model_args.architecture == "densenet121":
-        from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
-
-        if model_args.model_name_or_path:
-            return TimmWrapperForImageClassification.from_pretrained(
-                model_args.model_name_or_path, id2label=id2label, problem_type=problem_type
-            )
-        config = TimmWrapperConfig(
-            architecture="densenet121",
-            num_labels=len(names),
-            id2label=id2label,
-            problem_type=problem_type,
-        )
-        return TimmWrapperForImageClassification(config)
-    overrides: dict[str, Any] = {
-        "drop_path_rate": model_args.drop_path_rate,
-        "pooling": model_args.pooling,
-        "problem_type": problem_type,
-        "layer_decay": layer_decay or 1.0,
-    }
-    if model_args.image_size:
-        overrides["image_size"] = model_args.image_size
-    if model_args.model_name_or_path:
-        return CXRViTForImageClassification.from_checkpoint(
-            model_args.model_name_or_path,
-            id2label=names,
-            reinit_head=model_args.reinit_head,
-            **overrides,
-        )
-    return CXRViTForImageClassification(
-        CXRClassifierConfig.from_preset(model_args.preset, id2label=id2label, **overrides)
-    )
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int) -> torch.Tensor:

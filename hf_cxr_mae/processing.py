@@ -36,9 +36,10 @@ def build_image_processor(config: ViTMAEConfig | Any) -> BitImageProcessor:
     )
 
 
-def data_settings(model) -> SimpleNamespace:
-    """image_size / mean / std / crop_pct / channels of any classifier (ours carry them; CNNs get CXR ones)."""
-    cfg = model.config
+def data_settings(model_or_config: Any) -> SimpleNamespace:
+    """image_size / mean / std / crop_pct / channels of any classifier, or of its config (ours
+    carry them; CNNs get CXR ones)."""
+    cfg = getattr(model_or_config, "config", model_or_config)
     ours = CXRClassifierConfig()
     return SimpleNamespace(
         image_size=getattr(cfg, "image_size", 224),

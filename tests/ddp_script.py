@@ -9,12 +9,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from recipe_utils import TINY_TRAIN, recipe
 
-from hf_cxr_mae.data import recipe_data
-from hf_cxr_mae.training import finetune
+from hf_cxr_mae.training import data_setup, finetune
 
 out = Path(sys.argv[1])
 record = {"train_ids": [], "eval_counts": []}
-original_transform, original_metrics = recipe_data.batch_transform, finetune.compute_metrics_fn
+original_transform, original_metrics = data_setup.batch_transform, finetune.compute_metrics_fn
 
 
 def recording_transform(transform, label_order=None, seeds=None):
@@ -59,7 +58,7 @@ class RecordingTrainer(finetune.CXRTrainer):
         return result
 
 
-recipe_data.batch_transform = recording_transform  # the split transforms are built there
+data_setup.batch_transform = recording_transform  # the split transforms are built there
 finetune.compute_metrics_fn, finetune.create_transform = recording_metrics, marking_create
 finetune.CXRTrainer = RecordingTrainer
 recipe("finetune").main(

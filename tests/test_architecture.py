@@ -168,3 +168,11 @@ def test_moved_modules_import_from_their_old_path_with_a_warning():
         assert module is importlib.import_module(new_name), old_name
         moved = [w for w in caught if issubclass(w.category, DeprecationWarning)]
         assert moved and new_name in str(moved[0].message), (old_name, [str(w.message) for w in caught])
+
+
+def test_no_module_is_over_400_lines():
+    """Small rooms: a module past 400 lines holds more than one thing (split it by what it holds)."""
+    sizes = {str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert len(sizes) > 20
+    big = {name: n for name, n in sizes.items() if n > 400}
+    assert not big, f"modules over 400 lines: {big}"

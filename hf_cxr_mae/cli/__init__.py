@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from ._common import Subparsers
+from ._common import CommandParser, Subparsers
 from .cache import add_cache_command
 from .compare import add_compare_command
 from .convert import add_convert_command
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-cxr-mae", description="Chest X-ray MAE models: data cache, reports, serving, Hub."
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     for add_command in COMMANDS:
         add_command(subparsers)
     return parser

@@ -7,16 +7,18 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import SEPARATOR_HELP, Subparsers, _dataset_options
+from ._common import Subparsers, add_source_flags, source_spec
 
 
 def cache(args: argparse.Namespace) -> None:
     """Build the pixel cache of a dataset ahead of training."""
+    from ..configuration import CXRClassifierConfig
+    from ..constants import eval_resize_size
     from ..data import load_cxr_dataset
     from ..data.cache import build_cache, default_cache_dir, non_empty_splits, split_cache_sizes
     from ..data.near_duplicates import check_near_duplicates
+    from ..data.transforms import CROP_MIN_SCALE
 
-    options = _dataset_options(args)
     if not args.dataset:  # `cache --data_dir DIR nih14`: the list option took the dataset too
         from ..data.loading import SOURCES
 
@@ -35,40 +37,35 @@ def cache(args: argparse.Namespace) -> None:
         raise SystemExit(
             "cache: several datasets are a pre-training mixture: add --recipe pretrain."
         )
-    if args.recipe == "pretrain":
-        # Pre-training caches its own two splits (every source's training images, a hold-out),
-        # built from the sources exactly as the recipe builds them, so that it finds this cache.
-        from types import SimpleNamespace
+    try:
+        spec = source_spec(args, args.dataset, args.data_dir)
+    except ValueError as err:  # an option none of the datasets takes, a bad combination
+        raise SystemExit(f"cache: {err}") from err
+    try:  # bad rows, a wrong label separator, overlapping sources (DataValidationError)
+        if args.recipe == "pretrain":
+            # Pre-training caches its own two splits (every source's training images, a
+            # hold-out), built as the recipe builds them, so that it finds this cache.
+            from datasets import DatasetDict
 
-        from datasets import DatasetDict
+            from ..training.data_setup import pretraining_images
 
-        from ..data.loading import SOURCES, loader_options
-        from ..data.recipe_data import pretraining_images, sources
-
-        accepted = set().union(*(loader_options(n) for n in args.dataset if n in SOURCES))
-        if unknown := sorted(set(options) - accepted):
-            raise SystemExit(f"cache: no dataset of {args.dataset} takes option(s) {unknown}.")
-        data_args = SimpleNamespace(
-            dataset=args.dataset, data_dir=[str(d) for d in args.data_dir],
-            source_options=lambda: options,
-        )  # fmt: skip
-        try:
-            images, held_out = pretraining_images(sources(data_args), args.seed)
-        except ValueError as err:  # e.g. sources that overlap (DataValidationError)
-            raise SystemExit(f"cache: {err}") from err
-        data = DatasetDict(train=images, validation=held_out)
-    else:
-        try:
-            data = load_cxr_dataset(args.dataset[0], args.data_dir[0], **options)
-        except ValueError as err:  # bad rows, a wrong label separator (DataValidationError)
-            raise SystemExit(f"cache: {err}") from err
+            images, held_out = pretraining_images(spec.sources(), args.seed)
+            data = DatasetDict(train=images, validation=held_out)
+        else:
+            name = args.dataset[0]
+            data = load_cxr_dataset(name, spec.data_dir[0], **spec.options(name))
+    except ValueError as err:
+        raise SystemExit(f"cache: {err}") from err
     # As the recipes: an empty split is skipped with a warning (they evaluate nothing on it).
     data = non_empty_splits(data, " + ".join(map(str, args.data_dir)))
     if not data:
-        raise SystemExit(f"cache: every split of {', '.join(args.dataset)} is empty: nothing to cache.")
+        raise SystemExit(
+            f"cache: every split of {', '.join(args.dataset)} is empty: nothing to cache."
+        )
     # The sizes the recipe will ask for, so that it reuses this cache instead of building another.
-    min_scale = {"finetune": 0.08, "linprobe": 0.08, "pretrain": 0.5}[args.recipe]
-    eval_resize = round(args.image_size / (224 / 256))
+    min_scale = CROP_MIN_SCALE[args.recipe]
+    # The classifier's own evaluation resize (image_size / its default crop_pct).
+    eval_resize = eval_resize_size(CXRClassifierConfig(image_size=args.image_size))
     sizes = split_cache_sizes(data, args.image_size, min_scale, eval_resize, args.size)
     start = time.perf_counter()
     cached = {
@@ -77,7 +74,7 @@ def cache(args: argparse.Namespace) -> None:
     }
     seconds = time.perf_counter() - start
     try:  # re-encoded copies across splits, from the hashes the cache keeps (as the recipes do)
-        cached = check_near_duplicates(cached, options.get("on_bad") or "raise")
+        cached = check_near_duplicates(cached, spec.on_bad or "raise")
     except ValueError as err:
         raise SystemExit(f"cache: {err}") from err
     for name, split in cached.items():
@@ -121,12 +118,5 @@ def add_cache_command(subparsers: Subparsers) -> None:
         default=42,
         help="--recipe pretrain: the run's --seed (it picks the held-out images); default 42",
     )
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a load_cxr_dataset option",
-    )
-    parser.add_argument("--label_separator", default=None, help=SEPARATOR_HELP)
+    add_source_flags(parser)
     parser.set_defaults(func=cache)

@@ -6,17 +6,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import Subparsers
+from ._common import Subparsers, add_source_flags, source_spec
 
 
 def compare(args: argparse.Namespace) -> None:
     """Paired comparison of two classifiers: AUROC differences, DeLong p-values, a figure."""
     from ..evaluation.compare import run_compare
 
-    options = {k: getattr(args, k) for k in DATASET_OPTIONS if getattr(args, k) is not None}
+    given = [
+        (d, f) for d, f in ((args.dataset, args.data_dir), (args.dataset_b, args.data_dir_b)) if d
+    ]
     models = [m for m in (args.model_a, args.model_b) if m is not None]
     predictions = [p for p in (args.predictions_a, args.predictions_b) if p is not None]
     try:
+        spec = source_spec(args, [d for d, _ in given] or None, [f for _, f in given] or None)
         result = run_compare(
             args.output_dir,
             models=models,
@@ -25,7 +28,7 @@ def compare(args: argparse.Namespace) -> None:
             dataset=args.dataset,
             data_dir=args.data_dir,
             split=args.split,
-            options=options,
+            options=spec.options(),
             max_eval_samples=args.max_eval_samples,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
@@ -51,19 +54,6 @@ def compare(args: argparse.Namespace) -> None:
             f"{mean['difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] (paired bootstrap)"
         )
     print(f"wrote compare.json, compare.md, compare.png to {args.output_dir}")
-
-
-# load_cxr_dataset options the compare command takes, as evaluate does (str unless typed here).
-DATASET_OPTIONS: dict[str, dict[str, object]] = {
-    "image_dir": {}, "uncertainty": {}, "findings": {}, "csv_file": {}, "image_column": {},
-    "label_column": {}, "label_separator": {}, "label_delimiter": {}, "labeler": {},
-    "check_images": {}, "on_bad": {},
-    "protocol": {}, "split_files": {},
-    "frontal_only": {"type": lambda v: {"true": True, "false": False}[v.lower()]},
-    "validation_size": {"type": lambda v: int(v) if v.isdigit() else float(v)},
-    "views": {"nargs": "+"}, "label_columns": {"nargs": "+"}, "class_names": {"nargs": "+"},
-    "metadata_columns": {"nargs": "+"},
-}  # fmt: skip
 
 
 def add_compare_command(subparsers: Subparsers) -> None:
@@ -94,8 +84,7 @@ def add_compare_command(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--split", default="test")
-    for name, spec in DATASET_OPTIONS.items():
-        parser.add_argument(f"--{name}", default=None, **spec, help="a load_cxr_dataset option")
+    add_source_flags(parser)  # the dataset options, shared by --dataset and --dataset_b
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--output_dir", required=True, type=Path)
     parser.add_argument("--batch_size", type=int, default=16)

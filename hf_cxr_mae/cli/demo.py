@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..serving import BACKENDS
 from ._common import Subparsers
 
 
@@ -24,7 +25,7 @@ def add_demo_command(subparsers: Subparsers) -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument(
         "--backend",
-        choices=["auto", "torch", "onnx"],
+        choices=BACKENDS,
         default="auto",
         help="as predict's; an ONNX model shows no heatmap (Grad-CAM needs PyTorch)",
     )

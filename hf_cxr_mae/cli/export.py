@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import SEPARATOR_HELP, Subparsers, _dataset_options
+from ._common import Subparsers, add_source_flags, source_spec
 
 
 def export(args: argparse.Namespace) -> None:
@@ -23,7 +23,7 @@ def export(args: argparse.Namespace) -> None:
                 args.data_dir,
                 model.config,
                 args.calibration_samples,
-                _dataset_options(args),
+                source_spec(args, [args.calibration], [args.data_dir]).options(args.calibration),
             )
             source = f"{args.calibration} images"
         elif args.int8 == "static":
@@ -69,8 +69,5 @@ def add_export_command(subparsers: Subparsers) -> None:
         help="refuse beyond this: max |probability difference| for int8 (default 0.05), max "
         "|logit difference| per unit of the largest logit for fp32 (default 1e-4)",
     )
-    parser.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="a dataset option"
-    )
-    parser.add_argument("--label_separator", default=None, help=SEPARATOR_HELP)
+    add_source_flags(parser)
     parser.set_defaults(func=export)

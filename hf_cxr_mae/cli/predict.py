@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..serving import BACKENDS
 from ._common import Subparsers
 
 
@@ -22,7 +23,6 @@ def predict(args: argparse.Namespace) -> None:
         load_model,
         predict_files,
         predict_to_file,
-        write_heatmaps,
     )
 
     # Where the results go, checked before the model is loaded and any image predicted.
@@ -77,6 +77,8 @@ def predict(args: argparse.Namespace) -> None:
     except ValueError as err:  # e.g. NaN outputs of damaged weights
         raise SystemExit(f"predict: {err}") from err
     if args.heatmap:
+        from ..serving.gradcam import write_heatmaps
+
         for result in results:
             result.heatmaps = write_heatmaps(
                 model, result, Path(args.heatmap), top=args.heatmap_top
@@ -126,7 +128,7 @@ def add_predict_command(subparsers: Subparsers) -> None:
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument(
         "--backend",
-        choices=["auto", "torch", "onnx"],
+        choices=BACKENDS,
         default="auto",
         help="auto: ONNX Runtime for a folder with an onnx/ export and no PyTorch weights",
     )

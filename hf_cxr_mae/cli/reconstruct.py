@@ -24,7 +24,14 @@ def add_reconstruct_command(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--model", required=True, help="pre-trained MAE folder or Hub id")
     parser.add_argument("images", nargs="+")
-    parser.add_argument("--mask-ratio", "--mask_ratio", dest="mask_ratio", type=float, default=0.9)
+    parser.add_argument(
+        "--mask-ratio",
+        "--mask_ratio",
+        dest="mask_ratio",
+        type=float,
+        default=None,
+        help="fraction of patches masked (default: the MAE's own config.mask_ratio)",
+    )
     parser.add_argument("--out", type=Path, default=Path("reconstruction.png"))
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=reconstruct)

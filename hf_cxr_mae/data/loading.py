@@ -17,6 +17,7 @@ from .hf_dataset import from_hf_dataset
 from .imagefolder import load_imagefolder
 from .mimic import load_mimic_cxr
 from .nih14 import load_nih14
+from .splits import split_or_all
 from .validation import DataValidationError
 
 SOURCES: dict[str, Callable[..., DatasetDict]] = {
@@ -62,6 +63,30 @@ def load_cxr_dataset(
             f"Unknown option(s) {unknown} for dataset {name!r}; valid: {sorted(valid)}."
         )
     return loader(data_dir, **options)
+
+
+def load_labelled(name: str, data_dir: str | Path, options: dict[str, Any]) -> DatasetDict:
+    """A labelled dataset: ``load_cxr_dataset`` with only the options its loader takes; an
+    image folder without class folders is an error, not an unlabelled set."""
+    taken = dict(options)
+    if name in SOURCES:
+        taken = {k: v for k, v in options.items() if k in loader_options(name)}
+    if name == "imagefolder":
+        taken["labelled"] = True
+    return load_cxr_dataset(name, data_dir, **taken)
+
+
+def load_labelled_split(
+    name: str, data_dir: str | Path, split: str, options: dict[str, Any], limit: int | None = None
+) -> Dataset:
+    """One split of a labelled dataset (``all``: every image, see ``split_or_all``), its first
+    ``limit`` rows; an absent or empty split is refused."""
+    chosen = split_or_all(load_labelled(name, data_dir, options), split)
+    if limit:
+        chosen = chosen.select(range(min(limit, len(chosen))))
+    if len(chosen) == 0:
+        raise ValueError(f"The {split} split of {name} at {data_dir} is empty.")
+    return chosen
 
 
 def _image_paths(ds: Dataset, data_dir: str | Path) -> list[str]:

@@ -28,6 +28,8 @@ from ..constants import eval_resize_size
 from .images import read_xray, to_grayscale
 
 MODES = ("pretrain", "train", "eval")
+# RandomResizedCrop's smallest area per recipe: the paper's 0.5 for MAE, timm's 0.08 after it.
+CROP_MIN_SCALE = {"pretrain": 0.5, "finetune": 0.08, "linprobe": 0.08}
 BICUBIC = InterpolationMode.BICUBIC
 
 # The official pre-training normalises each source with its own statistics: NIH with its grey
@@ -94,8 +96,7 @@ def create_transform(
 
     ``config`` is any model config with ``image_size``, ``image_mean``, ``image_std`` and
     ``crop_pct`` (ours); ``mean`` / ``std`` override its statistics (per-source pre-training
-    normalisation). ``crop_scale`` defaults to the paper's (0.5, 1.0) for ``pretrain`` and
-    timm's (0.08, 1.0) for ``train``. ``pre_resize`` first shrinks the shortest side to that size
+    normalisation). ``crop_scale`` defaults to ``CROP_MIN_SCALE`` up to 1.0. ``pre_resize`` first shrinks the shortest side to that size
     (never enlarging), as the pixel cache does: set it to the cache size and raw files and the
     cache give identical results. ``randaug_interpolation`` is RandAugment's resampling:
     ``bicubic`` (the official recipe), ``bilinear`` or ``random`` (timm's default draw).
@@ -119,7 +120,7 @@ def create_transform(
             ]
         )
         return lambda image: normalize(ops(resize_shortest(to_uint8_tensor(image), pre_resize)))
-    scale = crop_scale or ((0.5, 1.0) if mode == "pretrain" else (0.08, 1.0))
+    scale = crop_scale or (CROP_MIN_SCALE["pretrain" if mode == "pretrain" else "finetune"], 1.0)
     geometric = v2.Compose(
         [
             v2.RandomResizedCrop(size, scale=scale, interpolation=BICUBIC, antialias=True),

@@ -4,7 +4,7 @@ Per finding: AUROC of model A and model B, the difference A - B with its 95% int
 p-value from DeLong's test for correlated ROC curves (``metrics.delong``), and a paired bootstrap
 interval as a check. Mean AUROC: the difference with a paired-bootstrap interval (DeLong's test
 has no closed form for a mean over findings whose positives differ). Writes compare.json,
-compare.md and compare.png.
+compare.md and compare.png (``compare_report``).
 
 The two models are scored here (any classifier checkpoint the package loads: ViT or the
 DenseNet-121 baseline, each with its own evaluation transform) or read from prediction files
@@ -17,7 +17,6 @@ Serving-side code: it uses the data package and the models directly, never the t
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,14 +27,13 @@ from scipy.stats import norm
 
 from ..metrics.bootstrap import auroc_from_ranks, bootstrap_aurocs, percentile_interval
 from ..metrics.delong import delong_test
-from ..serving.prediction_files import (
-    Predictions,
+from ..serving.prediction_file import Predictions, read_predictions
+from .paired_files import (
     align_labels,
     dataset_labels,
     left_out_findings,
     pair_predictions,
     read_labels,
-    read_predictions,
     trimmed_columns,
     write_labels_csv,
     write_predictions_csv,
@@ -231,13 +229,6 @@ def predict_split(
     return [np.concatenate(o) for o in outputs]
 
 
-def load_model(name_or_path: str):
-    """A classifier checkpoint (ViT, DenseNet-121 ``TimmWrapper``, ...) in eval mode."""
-    from ..serving.predict import load_classifier
-
-    return load_classifier(name_or_path)
-
-
 def model_predictions(
     model_paths: Sequence[str],
     split,
@@ -246,11 +237,12 @@ def model_predictions(
 ) -> list[Predictions]:
     """Each model's probabilities on a split, after checking its findings are the split's."""
     from ..data import label_names
+    from ..serving.predict import load_classifier
 
     names = list(label_names(split))
     models = []
     for path in model_paths:
-        model = load_model(path)
+        model = load_classifier(path)
         model_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if model_names != names:
             raise ValueError(f"{path} predicts {model_names}; the dataset's findings are {names}.")
@@ -261,132 +253,6 @@ def model_predictions(
         Predictions(ids, names, p, str(path), {"model_type": m.config.model_type})
         for path, p, m in zip(model_paths, probabilities, models, strict=True)
     ]
-
-
-# ---------------------------------------------------------------- report
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "undefined" if value is None else f"{value:.{digits}f}"
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _ci(ci: Sequence[float] | None) -> str:
-    return "-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
-
-
-def markdown(result: dict[str, Any], names: Sequence[str]) -> str:
-    """compare.md: the table of AUROCs and differences, with what each interval is."""
-    a, b = result["label_a"], result["label_b"]
-    lines = [
-        f"# Paired comparison: A = {result['model_a']} vs B = {result['model_b']}",
-        "",
-        f"{result['num_images']} images scored by both models"
-        + (f" ({result['data']})" if result.get("data") else "")
-        + ".",
-        "",
-        f"| Finding | AUROC {a} | AUROC {b} | Difference A - B | 95% CI (DeLong) | p (DeLong) "
-        "| p (Holm) | 95% CI (paired bootstrap) | Positives / negatives |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name in names:
-        e = result["findings"][name]
-        if e["difference"] is None:
-            lines.append(
-                f"| {name} | undefined | undefined | - | - | - | - | - "
-                f"| {e['positives']} / {e['negatives']} |"
-            )
-            continue
-        lines.append(
-            f"| {name} | {_fmt(e['auroc_a'])} | {_fmt(e['auroc_b'])} | {e['difference']:+.3f} "
-            f"| {_ci(e['ci95'])} | {_p(e['p_value'])} | {_p(e.get('p_holm'))} "
-            f"| {_ci(e['bootstrap_ci95'])} | {e['positives']} / {e['negatives']} |"
-        )
-    m = result["mean"]
-    if m["difference"] is not None:
-        lines.append(
-            f"| **Mean AUROC** | **{_fmt(m['auroc_a'])}** | **{_fmt(m['auroc_b'])}** "
-            f"| **{m['difference']:+.3f}** | {_ci(m['ci95'])} (paired bootstrap) | "
-            f"{_p(m['p_value'])} (bootstrap) | - | {_ci(m['ci95'])} | - |"
-        )
-    lines += [
-        "",
-        "Per finding: DeLong's test for two correlated ROC curves (fast midrank algorithm, Sun & "
-        "Xu 2014): the difference's 95% interval and two-sided p-value; Holm's adjustment for "
-        f"testing {len(names) - len(result['undefined'])} findings. "
-        f"Check: a paired bootstrap ({result['bootstrap']['resamples']} resamples of the "
-        "images, the same for both models), percentile interval.",
-        "",
-        "Few positives make every interval wide and the normal approximation rough; a finding "
-        "with fewer than 2 positive or negative images is not tested.",
-        "",
-        "Mean AUROC (over the findings with both classes here): the difference's interval is the "
-        "paired bootstrap's percentile interval and its p-value the normal approximation with "
-        "the bootstrap standard error (DeLong's test covers one finding at a time).",
-    ]
-    if result["undefined"]:
-        lines += [
-            "",
-            "Undefined (one class only among these images, left out of the mean): "
-            + ", ".join(result["undefined"])
-            + ".",
-        ]
-    if result.get("left_out"):
-        lines += [
-            "",
-            "Left out (no column in every file): "
-            + "; ".join(f"{n} (not in {' nor '.join(v)})" for n, v in result["left_out"].items())
-            + ".",
-        ]
-    if result.get("realigned"):
-        lines += ["", "B's predictions listed the images in another order: re-aligned by image id."]
-    lines += ["", "![comparison](compare.png)", ""]
-    return "\n".join(lines)
-
-
-def write_comparison(
-    output_dir: str | Path,
-    a: Predictions,
-    b: Predictions,
-    targets: np.ndarray,
-    *,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    realigned: bool = False,
-    data: str | None = None,
-    left_out: dict[str, list[str]] | None = None,
-) -> dict[str, Any]:
-    """compare.json, compare.md and compare.png in ``output_dir``; returns the result.
-    ``left_out``: findings not compared, each with the files that have no column for it."""
-    from ..figures import comparison_figure
-
-    if a.names != b.names:
-        if sorted(a.names) != sorted(b.names):
-            raise ValueError(f"The models predict different findings: A {a.names}, B {b.names}.")
-        order = [b.names.index(n) for n in a.names]
-        b = Predictions(b.ids, list(a.names), b.probabilities[:, order], b.source, b.meta)
-    names = list(a.names)
-    result = compare_scores(targets, a.probabilities, b.probabilities, names, n_resamples, seed)
-    result.update(
-        model_a=a.source,
-        model_b=b.source,
-        label_a="A",
-        label_b="B",
-        realigned=realigned,
-        data=data,
-        left_out=left_out or {},
-    )
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(result, indent=2))
-    (out / "compare.md").write_text(markdown(result, names))
-    comparison_figure(result, names, out / "compare.png")
-    return result
 
 
 def run_compare(
@@ -425,26 +291,17 @@ def run_compare(
     if len(models) + len(predictions) != 2 or (models and predictions):
         raise ValueError("give two models, or --predictions_a and --predictions_b.")
     from ..safe_weights import require_safetensors
+    from .compare_report import write_comparison  # it imports this module
 
     for model in models:  # before the dataset is read: a pickled model is refused at once
         require_safetensors(model)
     data_split = None
     if dataset is not None:
-        from ..data import load_cxr_dataset
+        from ..data.loading import load_labelled_split
 
         if data_dir is None:
             raise ValueError("--dataset needs --data_dir.")
-        options = dict(options or {})
-        if dataset == "imagefolder":  # as evaluate: a layout without class folders is an error
-            options["labelled"] = True
-        data = load_cxr_dataset(dataset, data_dir, **options)
-        if split not in data:
-            raise ValueError(f"Split {split!r} not in the dataset; it has {list(data)}.")
-        data_split = data[split]
-        if max_eval_samples:
-            data_split = data_split.select(range(min(max_eval_samples, len(data_split))))
-        if len(data_split) == 0:
-            raise ValueError(f"The {split} split of {dataset} at {data_dir} is empty.")
+        data_split = load_labelled_split(dataset, data_dir, split, options or {}, max_eval_samples)
     where = f"{dataset} at {data_dir}, split {split}" if dataset else labels_file
     if models:
         if data_split is None:

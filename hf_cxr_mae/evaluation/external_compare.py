@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..tables import estimate, signed
 from .external import ExternalSetup, model_findings, prepare_external
 from .external_report import label_map_lines
 
@@ -68,23 +69,6 @@ def unpaired_why(shared: int, n_a: int, n_b: int, same_model: bool) -> str:
     return f"{overlap}: {rest}."
 
 
-def load_split(dataset: str, data_dir: str, split: str, options: dict[str, Any], limit: int | None):
-    """One split (or ``all``) of a dataset, given only the options its loader takes."""
-    from ..data import load_cxr_dataset
-    from ..data.loading import loader_options
-    from ..data.splits import split_or_all
-
-    taken = {k: v for k, v in options.items() if k in loader_options(dataset)}
-    if dataset == "imagefolder":  # as evaluate: a layout without class folders is an error
-        taken["labelled"] = True
-    chosen = split_or_all(load_cxr_dataset(dataset, data_dir, **taken), split)
-    if limit:
-        chosen = chosen.select(range(min(limit, len(chosen))))
-    if len(chosen) == 0:
-        raise ValueError(f"The {split} split of {dataset} at {data_dir} is empty.")
-    return chosen
-
-
 def _setup(model, path, split_ds, spec, dataset, data_dir, split, options) -> ExternalSetup:
     """The label map of one model on one split: ``spec``, or ``auto`` where the dataset's labels
     are the model's own (its own test split); without ``spec`` other labels are refused."""
@@ -103,8 +87,9 @@ def _setup(model, path, split_ds, spec, dataset, data_dir, split, options) -> Ex
 
 def _score(model, path: str, setup: ExternalSetup, split_ds, batch_size: int, num_workers: int):
     """(relabelled split, the model's scores of its findings, the labels) on one split."""
-    from ..serving.prediction_files import Predictions, dataset_labels
+    from ..serving.prediction_file import Predictions
     from .compare import predict_split
+    from .paired_files import dataset_labels
 
     relabelled = setup.apply(split_ds)
     (probabilities,) = predict_split([model], relabelled, batch_size, num_workers)
@@ -135,7 +120,8 @@ def run_external_compare(
 ) -> dict[str, Any]:
     """Two models on one dataset through ``label_map`` (paired), or ``models[0]`` (A) on
     ``dataset`` and ``models[-1]`` (B) on ``dataset_b`` (not paired)."""
-    from .compare import load_model
+    from ..data.loading import load_labelled_split
+    from ..serving.predict import load_classifier
 
     if predictions or dataset is None or data_dir is None:
         raise ValueError(
@@ -156,12 +142,12 @@ def run_external_compare(
             "give two models (scored on --dataset), or one model with --dataset_b (scored on "
             "--dataset and on --dataset_b)."
         )
-    loaded = {path: load_model(path) for path in dict.fromkeys(models)}
-    split_a = load_split(dataset, data_dir, split, options, max_eval_samples)
+    loaded = {path: load_classifier(path) for path in dict.fromkeys(models)}
+    split_a = load_labelled_split(dataset, data_dir, split, options, max_eval_samples)
     path_a, path_b = models[0], models[-1]
     setup_a = _setup(loaded[path_a], path_a, split_a, label_map, dataset, data_dir, split, options)
     if unpaired:
-        split_b_ds = load_split(dataset_b, data_dir_b, split_b, options, max_eval_samples)
+        split_b_ds = load_labelled_split(dataset_b, data_dir_b, split_b, options, max_eval_samples)
         setup_b = _setup(
             loaded[path_b], path_b, split_b_ds, label_map, dataset_b, data_dir_b, split_b, options
         )
@@ -187,8 +173,9 @@ def run_external_compare(
 def _paired(out, a, b, labels, setup_a, setup_b, where, n_resamples, seed) -> dict[str, Any]:
     """Both models on the same relabelled images: ``compare``'s paired comparison on the
     findings both score from the same dataset labels (named as A names them)."""
-    from ..serving.prediction_files import Predictions, write_labels_csv, write_predictions_csv
-    from .compare import write_comparison
+    from ..serving.prediction_file import Predictions
+    from .compare_report import write_comparison
+    from .paired_files import write_labels_csv, write_predictions_csv
 
     lm_a, lm_b = setup_a.label_map, setup_b.label_map
     if (lm_a.normal, list(lm_a.sources.values())) != (lm_b.normal, list(lm_b.sources.values())):
@@ -215,7 +202,8 @@ def _paired(out, a, b, labels, setup_a, setup_b, where, n_resamples, seed) -> di
 def _aurocs(predictions, labels, findings: list[str]):
     """(scores, targets, AUROC metrics) of one side on ``findings``."""
     from ..metrics.classification import auroc_metrics
-    from ..serving.prediction_files import Predictions, align_labels
+    from ..serving.prediction_file import Predictions
+    from .paired_files import align_labels
 
     columns = [predictions.names.index(f) for f in findings]
     scores = predictions.probabilities[:, columns]
@@ -241,7 +229,7 @@ def _unpaired(out, a, b, labels_a, labels_b, setup_a, setup_b, where_a, where_b,
               seed, shared: int = 0, why: str = UNPAIRED_WHY):  # fmt: skip
     """Two sets of images: each AUROC with its own interval, the difference as a number, no
     p-value (``why``; ``shared`` images in both). compare.json, compare.md and the scores."""
-    from ..serving.prediction_files import write_labels_csv, write_predictions_csv
+    from .paired_files import write_labels_csv, write_predictions_csv
 
     findings = [f for f in a.names if f in b.names]
     if not findings:
@@ -296,12 +284,6 @@ def _unpaired(out, a, b, labels_a, labels_b, setup_a, setup_b, where_a, where_b,
     return result
 
 
-def _fmt(value: float | None, ci: Sequence[float] | None = None) -> str:
-    if value is None:
-        return "undefined"
-    return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
-
-
 def _unpaired_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Not a paired comparison: A = {result['model_a']} on {result['data_a']} vs "
@@ -316,17 +298,16 @@ def _unpaired_markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, e in result["findings"].items():
-        diff = "-" if e["difference"] is None else f"{e['difference']:+.3f}"
         lines.append(
-            f"| {name} | {_fmt(e['auroc_a'], e['ci95_a'])} | {_fmt(e['auroc_b'], e['ci95_b'])} "
-            f"| {diff} | not computed (unpaired) | {e['positives_a']} / {e['negatives_a']} "
+            f"| {name} | {estimate(e['auroc_a'], e['ci95_a'])} | {estimate(e['auroc_b'], e['ci95_b'])} "
+            f"| {signed(e['difference'])} | not computed (unpaired) | {e['positives_a']} / {e['negatives_a']} "
             f"| {e['positives_b']} / {e['negatives_b']} |"
         )
     m = result["mean"]
     if m["difference"] is not None:
         lines.append(
-            f"| **Mean AUROC** ({len(m['findings'])} findings) | {_fmt(m['auroc_a'], m['ci95_a'])} "
-            f"| {_fmt(m['auroc_b'], m['ci95_b'])} | {m['difference']:+.3f} | not computed | | |"
+            f"| **Mean AUROC** ({len(m['findings'])} findings) | {estimate(m['auroc_a'], m['ci95_a'])} "
+            f"| {estimate(m['auroc_b'], m['ci95_b'])} | {signed(m['difference'])} | not computed | | |"
         )
     lines += [
         "",
@@ -347,8 +328,8 @@ def print_unpaired(result: dict[str, Any], output_dir: str | Path) -> None:
     there is no p-value."""
     m = result["mean"]
     print(
-        f"mean AUROC A {_fmt(m['auroc_a'], m['ci95_a'])} on {result['data_a']}; "
-        f"B {_fmt(m['auroc_b'], m['ci95_b'])} on {result['data_b']} "
+        f"mean AUROC A {estimate(m['auroc_a'], m['ci95_a'])} on {result['data_a']}; "
+        f"B {estimate(m['auroc_b'], m['ci95_b'])} on {result['data_b']} "
         f"({len(m['findings'])} findings)"
     )
     print(f"no p-value: {result['why']}")

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..tables import estimate, number, signed
+
 UNPAIRED_NOTE = (
     "Other images: the source's test split and this set share no image, so this is not a paired "
     "comparison and no p-value is computed (DeLong's test and the paired bootstrap pair each "
@@ -97,18 +99,6 @@ def add_source_comparison(report: dict[str, Any]) -> None:
     }
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _ci(interval: list[float] | None) -> str:
-    return f" ({interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
-
-
-def _signed(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.3f}"
-
-
 def external_lines(report: dict[str, Any]) -> list[str]:
     """Markdown: the sources, the label map, what was left out and why, and the comparison with
     the model's own test report."""
@@ -178,22 +168,23 @@ def _source_lines(block: dict[str, Any]) -> list[str]:
     for name, e in against["findings"].items():
         a = e["auroc"]
         rates = [
-            f"{_num(e[r]['source'])} -> {_num(e[r]['external'])} ({_signed(e[r]['drop'])})"
+            f"{number(e[r]['source'], missing='-')} -> {number(e[r]['external'], missing='-')} "
+            f"({signed(e[r]['drop'])})"
             if r in e
             else "-"
             for r in RATES
         ]
-        threshold = f"{e['threshold']:.4f}" if "threshold" in e else "none"
+        threshold = number(e.get("threshold"), 4, missing="none")
         lines.append(
-            f"| {name} | {_num(a['source'])}{_ci(a['source_ci95'])} | {_num(a['external'])}"
-            f"{_ci(a['external_ci95'])} | {_signed(a['drop'])} | {threshold} | "
+            f"| {name} | {estimate(a['source'], a['source_ci95'], '-')} | "
+            f"{estimate(a['external'], a['external_ci95'], '-')} | {signed(a['drop'])} | {threshold} | "
             + " | ".join(rates)
             + " |"
         )
     m = against["mean_auroc"]
     lines.append(
-        f"| **mean** ({len(m['findings'])} findings) | {_num(m['source'])} | "
-        f"{_num(m['external'])} | {_signed(m['drop'])} | | | |"
+        f"| **mean** ({len(m['findings'])} findings) | {number(m['source'], missing='-')} | "
+        f"{number(m['external'], missing='-')} | {signed(m['drop'])} | | | |"
     )
     return lines
 

@@ -13,14 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..data.metadata import subgroup_columns
+from ..figures import confusion_figure, roc_figure
 from ..metrics.bootstrap import bootstrap_aurocs, percentile_interval
 from ..metrics.calibration import calibration_summary
 from ..metrics.classification import SINGLE_LABEL, metrics_for, scores_and_targets
 from ..metrics.operating_points import rates_at
 from ..metrics.subgroups import age_bands, subgroup_report
+from ..tables import (
+    calibration_rows,
+    interval,
+    number,
+    operating_point_rows,
+    subgroup_rows,
+    subgroup_stats,
+    table,
+)
 from .external_report import add_source_comparison, external_lines
 
 ECE_BINS = 15
@@ -43,65 +52,6 @@ def bootstrap_auroc(
     means = np.nanmean(per[defined], axis=1) if defined.any() else np.zeros(0)
     per_ci = [percentile_interval(per[:, j], level) for j in range(per.shape[1])]
     return per_ci, percentile_interval(means, level)
-
-
-def roc_figure(scores: np.ndarray, labels: np.ndarray, names: Sequence[str], path: Path) -> None:
-    """A panel per finding: ROC curve, chance line, AUROC and counts in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
-    for j, name in enumerate(names):
-        ax = axes[j // cols][j % cols]
-        keep = labels[:, j] != -1
-        y, s = labels[keep, j], scores[keep, j]
-        ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
-        if y.size and y.min() != y.max():
-            fpr, tpr, _ = roc_curve(y, s)
-            ax.plot(fpr, tpr, linewidth=1.8)
-            title = (
-                f"{name}\nAUROC {roc_auc_score(y, s):.3f} ({int(y.sum())}+/{int((y == 0).sum())}-)"
-            )
-        else:
-            title = f"{name}\nAUROC undefined (one class)"
-        ax.set_title(title, fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.set_xlabel("1 - specificity", fontsize=8)
-        ax.set_ylabel("sensitivity", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_aspect("equal")
-    for j in range(len(names), rows * cols):
-        axes[j // cols][j % cols].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def confusion_figure(matrix: np.ndarray, names: Sequence[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = 1.2 + 0.8 * len(names)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color=color, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_report(
@@ -256,31 +206,22 @@ def write_metrics_json(output_dir: str | Path, report: dict[str, Any]) -> Path:
     return path
 
 
-def _fmt(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:.3f}"
-
-
 def _markdown(report: dict[str, Any], names: list[str], figures: list[str]) -> str:
     lines = [f"# Evaluation on {report['split']} ({report['num_images']} images)", ""]
     if report.get("model"):
         lines += [f"Model: `{report['model']}`", ""]
     ci = report["mauc_ci95"]
-    lines += [
-        f"**mAUC {_fmt(report['mauc'])}**" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""),
-        "",
-    ]
+    mauc = f"**mAUC {number(report['mauc'])}**" + (f" (95% CI {interval(ci)})" if ci else "")
+    lines += [mauc, ""]
     if "accuracy" in report:
-        lines += [f"Accuracy {report['accuracy']:.3f}", ""]
-    lines += [
-        "| finding | AUROC | 95% CI | AP | positives | negatives |",
-        "|---|--:|--:|--:|--:|--:|",
-    ]
-    for n in names:
-        c = report["auroc_ci95"][n]
-        lines.append(
-            f"| {n} | {_fmt(report['auroc'][n])} | {f'{c[0]:.3f}-{c[1]:.3f}' if c else '-'} | "
-            f"{_fmt(report['average_precision'][n])} | {report['positives'][n]} | {report['negatives'][n]} |"
-        )
+        lines += [f"Accuracy {number(report['accuracy'])}", ""]
+    header = ["finding", "AUROC", "95% CI", "AP", "positives", "negatives"]
+    rows = [
+        [n, number(report["auroc"][n]), interval(report["auroc_ci95"][n]),
+         number(report["average_precision"][n]), report["positives"][n], report["negatives"][n]]
+        for n in names
+    ]  # fmt: skip
+    lines += table(header, "lrrrrr", rows)
     lines += [
         "",
         f"Confidence intervals: {report['bootstrap']['resamples']} bootstrap resamples ({report['bootstrap']['method']}).",
@@ -288,20 +229,14 @@ def _markdown(report: dict[str, Any], names: list[str], figures: list[str]) -> s
     if report.get("note"):
         lines += ["", report["note"]]
     if "sensitivity" in report:
-        lines += ["", "| class | sensitivity | PPV |", "|---|--:|--:|"]
-        lines += [
-            f"| {n} | {_fmt(report['sensitivity'][n])} | {_fmt(report['ppv'][n])} |" for n in names
-        ]
+        rows = [[n, number(report["sensitivity"][n]), number(report["ppv"][n])] for n in names]
+        lines += ["", *table(["class", "sensitivity", "PPV"], "lrr", rows)]
     lines += external_lines(report)
     lines += calibration_lines(report, names)
     lines += operating_point_lines(report, names)
     lines += subgroup_lines(report, names)
     lines += [""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(lines)
-
-
-def _ci(interval: Sequence[float] | None) -> str:
-    return f"{interval[0]:.3f}-{interval[1]:.3f}" if interval else "-"
 
 
 def calibration_lines(report: dict[str, Any], names: list[str]) -> list[str]:
@@ -317,21 +252,22 @@ def calibration_lines(report: dict[str, Any], names: list[str]) -> list[str]:
         if scaled
         else "not temperature-scaled"
     )
-    lines = [
+    rows = calibration_rows({n: calibration["ece"][n] for n in names}, temperatures)
+    return [
         "",
         "## Calibration",
         "",
         f"Expected calibration error (ECE, {calibration['n_bins']} equal-width bins; 0 is "
         f"perfect) of the probabilities, which are {how}. Mean ECE "
-        f"{_fmt(calibration['mean_ece'])}.",
+        f"{number(calibration['mean_ece'])}.",
         "",
-        "| finding | ECE |" + (" T |" if temperatures else ""),
-        "|---|--:|" + ("--:|" if temperatures else ""),
+        # The T column only for a temperature-scaled model.
+        *(
+            table(["finding", "ECE", "T"], "lrr", rows)
+            if temperatures
+            else table(["finding", "ECE"], "lr", [r[:2] for r in rows])
+        ),
     ]
-    for n in names:
-        t = f" {temperatures[n]:.3f} |" if n in temperatures else ""
-        lines.append(f"| {n} | {_fmt(calibration['ece'][n])} |{t}")
-    return lines
 
 
 def operating_point_lines(report: dict[str, Any], names: list[str]) -> list[str]:
@@ -341,7 +277,9 @@ def operating_point_lines(report: dict[str, Any], names: list[str]) -> list[str]
         return []
     method = points.get("method")
     chosen = "Youden's J" if method == "youden" else f"{method} >= {points.get('target')}"
-    lines = [
+    header = ["finding", "threshold", "sensitivity", "specificity", "PPV", "NPV", "TP", "FP", "TN", "FN"]  # fmt: skip
+    rows = operating_point_rows(names, points.get("thresholds", {}), points["rates"])
+    return [
         "",
         "## Operating points",
         "",
@@ -349,29 +287,8 @@ def operating_point_lines(report: dict[str, Any], names: list[str]) -> list[str]
         f"stored in the model's config.json, applied here to the {report['split']} split "
         "(flagged: probability >= threshold); 95% intervals from bootstrap resamples of the images.",
         "",
-        "| finding | threshold | sensitivity | specificity | PPV | NPV | TP | FP | TN | FN |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        *table(header, "l" + "r" * 9, rows),
     ]
-    for n in names:
-        rates = points["rates"].get(n)
-        if rates is None:
-            lines.append(f"| {n} | none (one class on validation) | - | - | - | - | | | | |")
-            continue
-        cells = [
-            f"{_fmt(rates[k]['value'])} ({_ci(rates[k]['ci95'])})"
-            for k in ("sensitivity", "specificity", "ppv", "npv")
-        ]
-        counts = " | ".join(str(rates[k]) for k in ("tp", "fp", "tn", "fn"))
-        lines.append(f"| {n} | {rates['threshold']:.4f} | {' | '.join(cells)} | {counts} |")
-    return lines
-
-
-def subgroup_rows(subgroups: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(column, value, stats) for the overall row and each subgroup, in report order."""
-    rows = [("overall", "all", subgroups["overall"])]
-    for column, by_value in subgroups["groups"].items():
-        rows += [(column, value, stats) for value, stats in by_value.items()]
-    return rows
 
 
 def subgroup_lines(report: dict[str, Any], names: list[str]) -> list[str]:
@@ -380,7 +297,13 @@ def subgroup_lines(report: dict[str, Any], names: list[str]) -> list[str]:
     subgroups = report.get("subgroups")
     if not subgroups:
         return []
-    rows = subgroup_rows(subgroups)
+    stats = subgroup_stats(subgroups)
+    header = ["group", "value", "images", "mAUC", "95% CI", "overall, same findings", "flag"]
+    per_finding, align = ["group", "value", *names], "ll" + "r" * len(names)
+    aurocs = [
+        [c, v, *(f"{number(s['auroc'][n])} ({s['positives'][n]})" for n in names)]
+        for c, v, s in stats
+    ]
     lines = [
         "",
         "## Subgroups",
@@ -390,41 +313,23 @@ def subgroup_lines(report: dict[str, Any], names: list[str]) -> list[str]:
         f"lies entirely under it ({subgroups['resamples']} bootstrap resamples of the "
         "subgroup's images). Small subgroups have wide intervals.",
         "",
-        "| group | value | images | mAUC | 95% CI | overall, same findings | flag |",
-        "|---|---|--:|--:|--:|--:|---|",
-    ]
-    for column, value, stats in rows:
-        flag = "**below**" if stats.get("below_overall") else ""
-        reference = stats.get("overall_mauc", stats["mauc"])
-        lines.append(
-            f"| {column} | {value} | {stats['count']} | {_fmt(stats['mauc'])} | "
-            f"{_ci(stats['mauc_ci95'])} | {_fmt(reference)} | {flag} |"
-        )
-    lines += [
+        *table(header, "llrrrrl", subgroup_rows(subgroups)),
         "",
         "AUROC per finding and subgroup (positives in brackets):",
         "",
-        "| group | value | " + " | ".join(names) + " |",
-        "|---|---|" + "--:|" * len(names),
+        *table(per_finding, align, aurocs),
     ]
-    for column, value, stats in rows:
-        cells = [f"{_fmt(stats['auroc'][n])} ({stats['positives'][n]})" for n in names]
-        lines.append(f"| {column} | {value} | " + " | ".join(cells) + " |")
     if "tpr" in subgroups["overall"]:
+        rates = [
+            [c, v, *(f"{number(s['tpr'].get(n))} / {number(s['fpr'].get(n))}"
+                     if n in s["tpr"] else "-" for n in names)]
+            for c, v, s in stats
+        ]  # fmt: skip
         lines += [
             "",
             "True-positive / false-positive rate per subgroup at the stored thresholds (the gaps "
             "an equal-opportunity audit looks at):",
             "",
-            "| group | value | " + " | ".join(names) + " |",
-            "|---|---|" + "--:|" * len(names),
+            *table(per_finding, align, rates),
         ]
-        for column, value, stats in rows:
-            cells = [
-                f"{_fmt(stats['tpr'].get(n))} / {_fmt(stats['fpr'].get(n))}"
-                if n in stats["tpr"]
-                else "-"
-                for n in names
-            ]
-            lines.append(f"| {column} | {value} | " + " | ".join(cells) + " |")
     return lines

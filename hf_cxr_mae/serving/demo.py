@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..data.images import DICOM_SUFFIXES, dicom_size, has_dicom_magic, read_xray
+from . import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ def trained_on_demo_data(model_id: str | PathLike) -> bool:
 class Analyzer:
     """Loads the models once; ``analyze`` turns one uploaded file into what the page shows."""
 
-    def __init__(self, model_id: str, mae_id: str | None = None, backend: str = "auto") -> None:
+    def __init__(self, model_id: str, mae_id: str | None = None, backend: Backend = "auto") -> None:
+        from ..configuration import MASK_RATIO
         from ..processing import data_settings
         from .inference import fast_classifier
         from .predict import is_onnx, load_model
@@ -112,6 +114,8 @@ class Analyzer:
             from ..modeling import CXRMAEForPreTraining
 
             self.mae = CXRMAEForPreTraining.from_pretrained(mae_id).eval()
+        # The ratio the MAE was trained at (its config), shown unless the page asks for another.
+        self.mask_ratio = self.mae.config.mask_ratio if self.mae is not None else MASK_RATIO
 
     def _read(self, path: str | None) -> Image.Image:
         if not path:
@@ -129,10 +133,14 @@ class Analyzer:
         check_size(file.name, *image.size)  # in case the header and the pixels disagree
         return image
 
-    def analyze(self, path: str | None, mask_ratio: float = 0.75) -> tuple[Any, Any, Any, str]:
-        """(probabilities, heatmap, reconstruction, status message) for the page."""
+    def analyze(
+        self, path: str | None, mask_ratio: float | None = None
+    ) -> tuple[Any, Any, Any, str]:
+        """(probabilities, heatmap, reconstruction, status message) for the page; the
+        reconstruction masks ``mask_ratio`` of the patches (None: the MAE's own ratio)."""
         from ..data.transforms import create_transform
-        from .predict import grad_cam, heatmap_overlay
+        from ..figures import heatmap_overlay
+        from .gradcam import grad_cam
 
         try:
             image = self._read(path)
@@ -188,11 +196,11 @@ class Analyzer:
             status = f"{DEMO_NOTICE}\n\n{status}"
         return scores, heat, recon, status
 
-    def reconstruction(self, image: Image.Image, mask_ratio: float) -> Image.Image:
+    def reconstruction(self, image: Image.Image, mask_ratio: float | None = None) -> Image.Image:
         from ..data.transforms import create_transform
-        from ..visualization import reconstruction_grid
+        from ..figures import reconstruction_grid
 
-        self.mae.config.mask_ratio = float(mask_ratio)
+        self.mae.config.mask_ratio = float(self.mask_ratio if mask_ratio is None else mask_ratio)
         x = create_transform(self.mae.config, "eval")(image)[None].expand(
             -1, self.mae.config.num_channels, -1, -1
         )
@@ -220,7 +228,7 @@ def synthetic_examples(folder: Path, count: int = 2) -> list[str]:
     return paths
 
 
-def build_demo(model_id: str, mae_id: str | None = None, backend: str = "auto"):
+def build_demo(model_id: str, mae_id: str | None = None, backend: Backend = "auto"):
     """The Gradio Blocks app (``backend``: as ``predict``'s; ONNX shows no heatmap, said so)."""
     import tempfile
 
@@ -241,7 +249,7 @@ def build_demo(model_id: str, mae_id: str | None = None, backend: str = "auto"):
                 ratio = gr.Slider(
                     0.5,
                     0.95,
-                    value=0.75,
+                    value=analyzer.mask_ratio,
                     step=0.05,
                     label="MAE mask ratio",
                     visible=analyzer.mae is not None,
@@ -287,7 +295,7 @@ def launch(
     mae_id: str | None = None,
     host: str = "127.0.0.1",
     port: int = 7860,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> None:
     try:
         app = build_demo(model_id, mae_id, backend)

@@ -29,13 +29,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from os import PathLike
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..metrics.classification import probabilities
+from ..model_card import add_card_section, onnx_card_section
 from .onnx_graph import fuse_attention, quantize
 from .onnx_runtime import FILES, ONNX_DIR, files_sha256, onnx_files, session, weights_files
 
@@ -187,7 +187,7 @@ def synthetic_check_images(config: Any, count: int = 16, seed: int = 0) -> np.nd
     from ..data.transforms import create_transform
     from ..processing import data_settings
 
-    settings = data_settings(SimpleNamespace(config=config))
+    settings = data_settings(config)
     transform = create_transform(settings, "eval")
     rng = np.random.default_rng(seed)
     names = ["Cardiomegaly", "Effusion", "Nodule", "Pneumothorax"]
@@ -218,65 +218,10 @@ def dataset_pixels(
         raise ValueError(f"Dataset {dataset} ({data_dir}) has no images to calibrate on.")
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(split), size=min(count, len(split)), replace=False)
-    settings = data_settings(SimpleNamespace(config=config))
+    settings = data_settings(config)
     transform = create_transform(settings, "eval")
     images = [transform(split[int(i)]["image"]) for i in sorted(rows)]
     return torch.stack(images).expand(-1, settings.num_channels, -1, -1).numpy().copy()
-
-
-def _card_section(checks: list[Verification], fused: int, variant: str | None, source: str) -> str:
-    import onnxruntime
-
-    rows = "\n".join(
-        f"| `onnx/{c.variant}` | {c.images} ({c.image_source}) | {c.max_logit_difference:.2e} | "
-        f"{c.max_probability_difference:.4f} | {c.agreement:.4f} | {c.tolerance} |"
-        for c in checks
-    )
-    return f"""{CARD_START}
-## ONNX export
-
-Exported from `{source}` by `hf-cxr-mae export` (torch {torch.__version__}, onnxruntime
-{onnxruntime.__version__}). Input `pixel_values` (batch, channels, height, width) preprocessed by
-`preprocessor_config.json`; output `logits` (batch, labels): sigmoid per finding (multi-label) or
-softmax. {fused} attention blocks run as `com.microsoft.MultiHeadAttention`, so the graph needs
-ONNX Runtime (CPU). Int8 graphs quantise the MatMul weights (`{FILES[variant]}`{
-        ", activation ranges calibrated on the images named below" if variant == "static" else ""
-    }).
-
-Checked against the PyTorch model (fp32) before writing; a graph outside its tolerance is refused:
-
-| graph | check images | max logit diff. | max prob. diff. | decisions agreeing | tolerance |
-|---|---|--:|--:|--:|---|
-{rows}
-
-```python
-from hf_cxr_mae.serving.onnx_runtime import OnnxClassifier
-model = OnnxClassifier("path/to/this/folder")   # the fastest graph here; model.config: labels
-probabilities = model.predict_proba(["xray.png"])  # (images, findings), numpy; no torch
-logits = model(pixel_values)                        # numpy or torch in, the same out
-```
-Or `hf-cxr-mae predict --model path/to/this/folder images/` (Grad-CAM heatmaps need PyTorch).
-{CARD_END}
-"""
-
-
-CARD_START, CARD_END = "<!-- onnx-export -->", "<!-- /onnx-export -->"
-
-
-def _write_card(out_dir: Path, source: str | None, section: str) -> None:
-    """The source's card (if any) with the ONNX section added, or replaced when already there."""
-    card = out_dir / "README.md"
-    text = None
-    if card.is_file():
-        text = card.read_text(encoding="utf-8")
-    elif source and (Path(source) / "README.md").is_file():
-        text = (Path(source) / "README.md").read_text(encoding="utf-8")
-    if text is None:
-        text = f"# {Path(source or 'model').name} (ONNX)\n"
-    if CARD_START in text and CARD_END in text:
-        before, _, rest = text.partition(CARD_START)
-        text = before + rest.partition(CARD_END)[2].lstrip("\n")
-    card.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")
 
 
 def export_onnx(
@@ -384,7 +329,10 @@ def export_onnx(
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     config.save_pretrained(out_dir)
     _save_processor(model, source, out_dir)
-    _write_card(out_dir, source, _card_section(checks, fused, int8, source or type(model).__name__))
+    section = onnx_card_section(
+        [asdict(c) for c in checks], fused, FILES[int8], int8, source or type(model).__name__
+    )
+    add_card_section(out_dir, source, section)
     return target / FILES[int8]
 
 

@@ -1,32 +1,34 @@
-"""Predictions on image files, Grad-CAM heatmaps and MAE reconstructions (the CLI's workhorses)."""
+"""Predictions on image files and MAE reconstructions (the CLI's workhorses); Grad-CAM heatmaps
+are in ``gradcam``."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from ..data.image_paths import IMAGE_SUFFIXES
 from ..data.images import read_xray
 from ..data.transforms import create_transform
-from .predict_output import (  # noqa: F401 (the results file's helpers, importable from here)
+from . import BACKENDS, Backend
+from .output_safety import (  # noqa: F401 (importable from here)
     OutputError,
+    check_writable,
+    output_error,
+    run_record,
+)
+from .prediction_file import (
     ResultWriter,
     check_resumable,
-    check_writable,
     done_paths,
     drop_failed_rows,
     drop_partial_row,
-    output_error,
-    run_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -38,9 +40,6 @@ class Prediction:
     probabilities: dict[str, float]
     heatmaps: list[str] = field(default_factory=list)
     flagged: dict[str, bool] | None = None  # findings at or above their stored operating point
-
-
-BACKENDS = ("auto", "torch", "onnx")
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -114,7 +113,7 @@ def load_classifier(model_name_or_path: str):
     return model.eval()
 
 
-def load_model(model_name_or_path: str, backend: str = "auto"):
+def load_model(model_name_or_path: str, backend: Backend = "auto"):
     """The classifier to predict with: a PyTorch model (``load_classifier``) or an exported ONNX
     folder run by ONNX Runtime (``onnx_runtime.OnnxClassifier``). ``auto``: ONNX for a folder holding
     an ``onnx/`` export and no PyTorch weights, PyTorch otherwise."""
@@ -309,7 +308,7 @@ def predict_to_file(
     With ``resume``, files already predicted in ``output`` are skipped (failed ones are tried
     again); ``<output>.model`` records the weights' fingerprint and how they ran (``run_record``:
     precision, backend), and a file other weights (or other run settings) wrote is refused, as is, before any change, a file
-    predict did not write (``predict_output.check_resumable``). A folder that cannot be written
+    predict did not write (``prediction_file.check_resumable``). A folder that cannot be written
     is named before any prediction; a full disk raises ``OutputError`` ("no space left on ...")
     with whole rows kept, so the same call finishes the file. Non-finite outputs raise ValueError
     (``iter_predictions``). Returns (predicted, failed, skipped)."""
@@ -359,97 +358,30 @@ def predict_to_file(
     return predicted, failed, len(paths) - len(todo)
 
 
-def grad_cam(model, pixel_values: torch.Tensor, index: int) -> np.ndarray:
-    """Grad-CAM on the output tokens of the last transformer block: a (grid, grid) map in [0, 1]."""
-    if getattr(model.config, "model_type", None) != "beit":
-        raise ValueError(
-            "Heatmaps are implemented for ViT classifiers (BEiT checkpoints from hf-cxr-mae)."
-        )
-    model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        out = model(pixel_values=pixel_values, output_hidden_states=True)
-        tokens = out.hidden_states[-1]
-        tokens.retain_grad()
-        out.logits[0, index].backward()
-    patches, grads = tokens[0, 1:].detach(), tokens.grad[0, 1:]
-    cam = torch.relu((patches * grads.mean(0)).sum(-1))
-    grid = math.isqrt(cam.numel())
-    cam = cam.reshape(grid, grid)
-    return (cam / cam.max()).numpy() if cam.max() > 0 else cam.numpy()
-
-
-def heatmap_overlay(
-    image: Image.Image, cam: np.ndarray, settings, max_side: int = 1024
-) -> Image.Image:
-    """The X-ray (its own aspect ratio) with the map drawn over the centre crop the model saw."""
-    import matplotlib
-
-    width, height = image.size
-    shrink = min(1.0, max_side / max(width, height))
-    shown = image.convert("L").resize(
-        (max(1, round(width * shrink)), max(1, round(height * shrink))), Image.BICUBIC
-    )
-    w, h = shown.size
-    # The eval transform: shortest side -> image_size / crop_pct, then a centre crop of image_size.
-    crop = min(w, h) * settings.crop_pct
-    left, top = (w - crop) / 2, (h - crop) / 2
-    heat = np.zeros((h, w), dtype=np.float32)
-    box = (round(left), round(top), round(left + crop), round(top + crop))
-    patch = Image.fromarray((cam * 255).astype(np.uint8)).resize(
-        (box[2] - box[0], box[3] - box[1]), Image.BICUBIC
-    )
-    heat[box[1] : box[3], box[0] : box[2]] = np.asarray(patch, dtype=np.float32) / 255
-    colored = matplotlib.colormaps["inferno"](heat)[..., :3]
-    base = np.asarray(shown, dtype=np.float32)[..., None] / 255
-    alpha = 0.55 * heat[..., None]
-    mixed = (1 - alpha) * base + alpha * colored
-    return Image.fromarray((mixed * 255).round().astype(np.uint8))
-
-
-def write_heatmaps(model, prediction: Prediction, out_dir: Path, top: int = 3) -> list[str]:
-    """One PNG per top finding in ``out_dir``: ``<stem>_<finding>.png``, the finding's name made
-    safe (``file_names.safe_file_stems``: it comes from the model's config)."""
-    from ..file_names import safe_file_stems
-
-    settings = _settings(model)
-    image = read_xray(prediction.path)
-    pixels = create_transform(settings, "eval")(image)[None].expand(
-        -1, settings.num_channels, -1, -1
-    )
-    names = list(prediction.probabilities)
-    best = sorted(names, key=prediction.probabilities.get, reverse=True)[:top]
-    stems = safe_file_stems(names)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in best:
-        cam = grad_cam(model, pixels, names.index(name))
-        path = out_dir / f"{Path(prediction.path).stem}_{stems[name]}.png"
-        heatmap_overlay(image, cam, settings).save(path)
-        written.append(str(path))
-    return written
-
-
 def reconstruct_figure(
-    model_name_or_path: str, paths: Sequence[Path], mask_ratio: float, seed: int = 0
+    model_name_or_path: str, paths: Sequence[Path], mask_ratio: float | None = None, seed: int = 0
 ) -> Image.Image:
-    """original | masked | reconstruction | visible + recon., a row per image."""
+    """original | masked | reconstruction | visible + recon., a row per image, masked at
+    ``mask_ratio`` (None: the MAE's own ``config.mask_ratio``)."""
     from transformers import AutoConfig
 
     from ..configuration import check_setting
+    from ..figures import reconstruction_grid
     from ..modeling import CXRMAEForPreTraining
-    from ..visualization import reconstruction_grid
 
     config = AutoConfig.from_pretrained(model_name_or_path)
     if config.model_type != "vit_mae" or "ViTMAEForPreTraining" not in (config.architectures or []):
         raise ValueError(
             f"{model_name_or_path} is not a full MAE (encoder + decoder) checkpoint; reconstruct needs one."
         )
-    check_setting("mask_ratio", mask_ratio, flag="--mask-ratio")
+    if mask_ratio is not None:
+        check_setting("mask_ratio", mask_ratio, flag="--mask-ratio")
     from ..safe_weights import require_safetensors
 
     require_safetensors(model_name_or_path)
+    overrides = {} if mask_ratio is None else {"mask_ratio": mask_ratio}
     model = CXRMAEForPreTraining.from_pretrained(
-        model_name_or_path, mask_ratio=mask_ratio, use_safetensors=True
+        model_name_or_path, use_safetensors=True, **overrides
     ).eval()
     transform = create_transform(model.config, "eval")
     pixels = torch.stack([transform(read_xray(p)) for p in paths]).expand(

@@ -13,8 +13,9 @@ from .arguments import (
     PretrainArguments,
     parse_recipe_args,
 )
+from .callbacks import ReconstructionPreviewCallback
 from .schedule import lr_at_step, warmup_cosine_scheduler
-from .trainer import CXRTrainer, ReconstructionPreviewCallback, last_complete_checkpoint
+from .trainer import CXRTrainer, last_complete_checkpoint
 
 __all__ = [
     "CXRTrainer",

@@ -15,13 +15,6 @@ from datasets import Dataset, DatasetDict
 
 from ..attention import use_fast_attention
 from ..data import label_names
-from ..data.recipe_data import (
-    cache_splits,
-    collator,
-    evaluation_split,
-    load_labelled_data,
-    sources,
-)
 from ..data.splits import ALL_SPLITS
 from ..data.transforms import (
     CXRCollator,
@@ -37,6 +30,7 @@ from ..evaluation.reports import metadata_groups, write_metrics_json
 from ..processing import data_settings, problem_type_of
 from ..serving.inference import TenCrop
 from ..serving.predict import load_classifier
+from .data_setup import cache_splits, collator, evaluation_split, load_labelled_data
 from .outputs import skipped_test
 from .postprocess import logits_of
 from .run_setup import setup_logging
@@ -133,7 +127,7 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
         raise ValueError("evaluate needs --model_name_or_path (a classifier folder or Hub id).")
     check_same_validation(model_args.model_name_or_path, data_args, training_args)
     if training_args.split == ALL_SPLITS and data_args.dataset:  # every image: not its own data
-        for source, data_dir, _ in sources(data_args):
+        for source, data_dir, _ in data_args.sources():
             check_not_training_data(model_args.model_name_or_path, source, data_dir)
 
     # The serving loader: a clear error for an encoder without a head or an ONNX-only export.
@@ -150,7 +144,7 @@ def run_evaluate(model_args, data_args, training_args) -> dict[str, Any]:
     if training_args.label_map:  # data of another source: only the findings both define alike
         external = prepare_external(
             model, model_args.model_name_or_path, dataset, training_args.label_map,
-            *(sources(data_args)[0][:2] if data_args.dataset else (None, None)), split,
+            *(data_args.sources()[0][:2] if data_args.dataset else (None, None)), split,
             data_args.source_options(),
         )  # fmt: skip
         names = external.findings

@@ -9,18 +9,19 @@ from typing import Any
 from transformers import set_seed
 
 from ..attention import use_fast_attention
-from ..data.recipe_data import (
+from ..data.transforms import create_transform
+from ..processing import build_image_processor, clear_postprocessing, data_settings
+from .callbacks import EpochCallback, RunSettingsCallback
+from .data_setup import (
     cache_splits,
     classification_splits,
     collator,
+    crop_scale,
     truncate_splits,
 )
-from ..data.transforms import create_transform
-from ..hub import take_push
-from ..modeling import build_classifier, check_source_checkpoint
-from ..processing import build_image_processor, clear_postprocessing, data_settings
 from .evaluation import write_test_report
-from .metrics import compute_metrics_fn
+from .logged_metrics import compute_metrics_fn
+from .model_setup import build_classifier, check_source_checkpoint
 from .outputs import finish, run_card, save_outputs
 from .postprocess import fit_on_validation, resave_model, warn_nothing_fitted
 from .resume import resolve_checkpoint, run_settings
@@ -29,8 +30,9 @@ from .run_setup import (
     push_callbacks,
     select_on_defined_metric,
     setup_logging,
+    take_push,
 )
-from .trainer import CXRTrainer, EpochCallback, RunSettingsCallback
+from .trainer import CXRTrainer
 
 
 def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
@@ -54,7 +56,7 @@ def run_finetune(model_args, data_args, training_args) -> dict[str, Any]:
     data = truncate_splits(data, data_args)
     select_on_defined_metric(data, names, problem_type, training_args)
     settings = data_settings(model)
-    crop = (data_args.crop_min_scale or 0.08, 1.0)
+    crop = crop_scale(data_args, "finetune")
     data = cache_splits(data, data_args, training_args, settings, crop[0])
     train_tf = create_transform(
         settings,

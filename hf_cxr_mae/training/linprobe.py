@@ -8,17 +8,14 @@ from typing import Any
 
 from transformers import set_seed
 
-from ..data.recipe_data import (
-    cache_splits,
-    classification_splits,
-    collator,
-)
 from ..data.transforms import create_transform
-from ..hub import take_push
-from ..modeling import CXRViTForImageClassification, check_source_checkpoint
+from ..modeling import CXRViTForImageClassification
 from ..processing import build_image_processor, data_settings
+from .callbacks import EpochCallback, RunSettingsCallback
+from .data_setup import cache_splits, classification_splits, collator, crop_scale
 from .evaluation import write_test_report
-from .metrics import compute_metrics_fn
+from .logged_metrics import compute_metrics_fn
+from .model_setup import check_source_checkpoint
 from .optim import LARS
 from .outputs import finish, run_card, save_outputs
 from .probe import LinearProbe
@@ -28,8 +25,9 @@ from .run_setup import (
     push_callbacks,
     select_on_defined_metric,
     setup_logging,
+    take_push,
 )
-from .trainer import CXRTrainer, EpochCallback, RunSettingsCallback
+from .trainer import CXRTrainer
 
 
 def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
@@ -55,7 +53,7 @@ def run_linprobe(model_args, data_args, training_args) -> dict[str, Any]:
     )
     probe = LinearProbe(classifier)
     settings = data_settings(classifier)
-    crop = (data_args.crop_min_scale or 0.08, 1.0)
+    crop = crop_scale(data_args, "linprobe")
     data = cache_splits(data, data_args, training_args, settings, crop[0])
     # MAE's linear probe: RandomResizedCrop + flip only.
     train_tf = create_transform(settings, "train", crop_scale=crop, auto_augment=None)

@@ -9,20 +9,22 @@ from datasets import DatasetDict
 from transformers import set_seed
 
 from ..attention import use_fast_attention
-from ..data.recipe_data import (
+from ..modeling import CXRMAEForPreTraining
+from ..processing import build_image_processor
+from .callbacks import EpochCallback, ReconstructionPreviewCallback, RunSettingsCallback
+from .data_setup import (
     cache_splits,
     collator,
+    crop_scale,
     load_pretraining_images,
     pretraining_splits,
     preview_normalization,
 )
-from ..hub import take_push
-from ..modeling import CXRMAEForPreTraining, build_pretraining_model
-from ..processing import build_image_processor
+from .model_setup import build_pretraining_model
 from .outputs import finish, run_card, save_outputs
 from .resume import resolve_checkpoint, run_settings
-from .run_setup import push_callbacks, setup_logging
-from .trainer import CXRTrainer, EpochCallback, ReconstructionPreviewCallback, RunSettingsCallback
+from .run_setup import push_callbacks, setup_logging, take_push
+from .trainer import CXRTrainer
 
 
 def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def run_pretrain(model_args, data_args, training_args) -> dict[str, Any]:
     set_seed(training_args.seed)
 
     images, held_out = load_pretraining_images(data_args, training_args.seed)
-    crop = (data_args.crop_min_scale or 0.5, 1.0)
+    crop = crop_scale(data_args, "pretrain")
     images, held_out = cache_splits(
         DatasetDict(train=images, validation=held_out), data_args, training_args, config, crop[0]
     ).values()

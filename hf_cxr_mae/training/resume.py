@@ -13,7 +13,8 @@ import transformers
 
 from ..checkpoint_files import checkpoint_problem
 from ..model_card import RECIPE_FIELDS, scrub
-from .trainer import RUN_SETTINGS, last_complete_checkpoint
+from .callbacks import RUN_SETTINGS
+from .trainer import last_complete_checkpoint
 
 logger = logging.getLogger("hf_cxr_mae")
 

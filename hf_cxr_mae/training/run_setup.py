@@ -7,17 +7,21 @@ import difflib
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import transformers
 from datasets import DatasetDict
 
 from ..data import label_names
-from ..data.recipe_data import drop_empty_splits, load_labelled_data, source_name
 from ..extras import EXTRA_OF
 from ..hub import BackgroundPusher
 from ..processing import problem_type_of
-from .trainer import HubPushCallback
+from .callbacks import HubPushCallback
+from .data_setup import drop_empty_splits, load_labelled_data
+
+if TYPE_CHECKING:
+    from .arguments import CXRTrainingArguments
 
 logger = logging.getLogger("hf_cxr_mae")
 
@@ -86,6 +90,20 @@ def setup_trackers(training_args) -> None:
         training_args.project = PROJECT
 
 
+def take_push(training_args: CXRTrainingArguments) -> BackgroundPusher | None:
+    """Our own push (retries, never raising, on a background thread), or None; the Trainer's own
+    push is switched off. The token leaves ``training_args`` here, before the Trainer pickles them
+    into ``training_args.bin`` (at the root and in every checkpoint): only the pusher keeps it."""
+    token, training_args.hub_token = training_args.hub_token, None
+    push, training_args.push_to_hub = bool(training_args.push_to_hub), False
+    if not push:
+        return None
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    return BackgroundPusher(
+        repo_id, training_args.hub_private_repo, token, training_args.push_retries
+    )
+
+
 def push_callbacks(pusher: BackgroundPusher | None, training_args) -> list:
     """A per-save push for ``--hub_strategy`` every_save / checkpoint / all_checkpoints."""
     strategy = str(getattr(training_args.hub_strategy, "value", training_args.hub_strategy))
@@ -141,7 +159,7 @@ def classification_data(data_args, training_args) -> tuple[DatasetDict, bool, li
     the dataset had a test split, the label names and the problem type."""
     data = load_labelled_data(data_args, training_args.seed)
     had_test = "test" in data
-    data = drop_empty_splits(data, source_name(data_args))
+    data = drop_empty_splits(data, data_args.describe())
     if "validation" not in data:
         without_validation(training_args)
     return data, had_test, label_names(data["train"]), problem_type_of(data["train"])

@@ -20,8 +20,8 @@ def test_cache_command_builds_and_reuses(nih_dir, tmp_path, capsys):
         "96",
         "--cache_dir",
         str(tmp_path),
-        "--option",
-        "image_dir=images",
+        "--image_dir",
+        "images",
     ]
     main(argv)
     out = capsys.readouterr().out
@@ -47,7 +47,7 @@ def test_cache_command_sizes_splits_as_the_recipe_and_the_recipe_reuses_it(nih_d
     from hf_cxr_mae.data.cache import cache_size_for
 
     cache_dir = tmp_path / "cache"
-    options = ["--option", "image_dir=images", "--option", "validation_size=0.1"]
+    options = ["--image_dir", "images", "--validation_size", "0.1"]
     main(["cache", "nih14", "--data_dir", str(nih_dir), "--image_size", "64",
           "--cache_dir", str(cache_dir), *options])  # fmt: skip
     built = sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith("."))
@@ -74,7 +74,7 @@ def test_cache_command_builds_a_pretraining_mixture_the_recipe_reuses(nih_dir, t
     cache_dir = tmp_path / "cache"
     main(["cache", "nih14", "imagefolder", "--data_dir", str(nih_dir), str(extra),
           "--recipe", "pretrain", "--image_size", "64", "--seed", "0",
-          "--cache_dir", str(cache_dir), "--option", "image_dir=images"])  # fmt: skip
+          "--cache_dir", str(cache_dir), "--image_dir", "images"])  # fmt: skip
     built = sorted(p.name for p in cache_dir.iterdir() if not p.name.startswith("."))
     assert len(built) == 2  # images and hold-out
     recipe("pretrain").main(
@@ -92,7 +92,7 @@ def test_cache_command_builds_a_pretraining_mixture_the_recipe_reuses(nih_dir, t
         (["nih14", "chexpert", "--data_dir", "a"], "one --data_dir per dataset"),
         (["nih14", "chexpert", "--data_dir", "a", "b"], "add --recipe pretrain"),
         (["nih14", "imagefolder", "--data_dir", "a", "b", "--recipe", "pretrain",
-          "--option", "uncertainty=ones"], r"no dataset of .* takes option\(s\) \['uncertainty'\]"),
+          "--uncertainty", "ones"], r"cache: --uncertainty is an option of --dataset chexpert"),
     ],
 )  # fmt: skip
 def test_cache_command_names_a_bad_mixture(argv, message):
@@ -129,8 +129,8 @@ def test_cache_command_for_pretrain_builds_what_the_pretrain_recipe_reuses(nih_d
     train = _split_file(tmp_path / "tr.txt", names[:30])
     val = _split_file(tmp_path / "va.txt", names[30:])
     cache_dir = tmp_path / "cache"
-    options = ["--option", "image_dir=images",
-               "--option", f"split_files=train={train},validation={val}"]  # fmt: skip
+    options = ["--image_dir", "images",
+               "--split_files", f"train={train},validation={val}"]  # fmt: skip
     main(["cache", "nih14", "--data_dir", str(nih_dir), "--recipe", "pretrain",
           "--image_size", "32", "--cache_dir", str(cache_dir), *options])  # fmt: skip
     built = _cache_entries(cache_dir)
@@ -159,7 +159,7 @@ def test_cache_command_skips_an_empty_split_as_the_recipe_does(nih_dir, tmp_path
     (data / "test_list.txt").write_text("")
     cache_dir = tmp_path / "cache"
     argv = ["cache", "nih14", "--data_dir", str(data), "--size", "32", "--num_proc", "1",
-            "--cache_dir", str(cache_dir), "--option", "image_dir=images"]  # fmt: skip
+            "--cache_dir", str(cache_dir), "--image_dir", "images"]  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="hf_cxr_mae"):
         main(argv)
     assert f"The test split is empty (0 images) in {data}: not cached." in caplog.messages

@@ -148,12 +148,10 @@ def test_a_listed_class_name_holding_a_comma_is_not_split(tmp_path):
 def test_recipe_flags_carry_label_separator_to_the_loader(tmp_path):
     """--label_separator reaches the nih14 / csv loaders; --label_delimiter is its alias; a
     source that takes no separator refuses the flag instead of dropping it."""
-    from hf_cxr_mae.data.recipe_data import sources
-
     args = DataArguments(dataset=["nih14"], data_dir=["/d"], label_separator=";")
-    assert sources(args) == [("nih14", "/d", {"label_separator": ";"})]
+    assert args.sources() == [("nih14", "/d", {"label_separator": ";"})]
     old = DataArguments(dataset=["csv"], data_dir=["/d"], label_delimiter=",")
-    assert sources(old) == [("csv", "/d", {"label_separator": ","})]
+    assert old.sources() == [("csv", "/d", {"label_separator": ","})]
     with pytest.raises(ValueError, match="disagree"):
         DataArguments(dataset=["csv"], data_dir=["/d"], label_delimiter=",", label_separator=";")
     with pytest.raises(ValueError, match="--label_separator is an option of --dataset"):
@@ -172,8 +170,8 @@ def test_cli_commands_that_read_a_dataset_take_label_separator(nih_dir, tmp_path
         assert parser.parse_args([*argv, "--label_separator", ","]).label_separator == ","
     # Ten rows of train_val_list (row 3 among them) and two of test_list.
     root = nih_layout(nih_dir, tmp_path / "nih", ";", rows=[*range(10), 498, 499])
-    base = ["cache", "nih14", "--data_dir", str(root), "--option", "image_dir=images",
-            "--option", "validation_size=2", "--image_size", "32",
+    base = ["cache", "nih14", "--data_dir", str(root), "--image_dir", "images",
+            "--validation_size", "2", "--image_size", "32",
             "--cache_dir", str(tmp_path / "cache")]  # fmt: skip
     with pytest.raises(SystemExit) as err:
         main(base)
@@ -233,3 +231,19 @@ def test_no_finding_together_with_a_finding_is_refused_naming_the_row(nih_dir, t
     entry.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataValidationError, match=r"line 2: 'No Finding' together with"):
         load_cxr_dataset("nih14", nih, image_dir="images")
+
+
+def test_one_known_part_is_enough_for_a_common_separator_but_not_for_a_loose_one():
+    """';' and ',' are never inside a class name, so one known part marks the cell as split
+    on them ('Atelectasis;Opacity_X' is refused though Opacity_X is new); '/' may be inside a
+    name, so 'Atelectasis/Opacity_X' (one part unknown) stays one class."""
+    from hf_cxr_mae.data.labels import check_separator_use
+
+    with pytest.raises(DataValidationError) as err:
+        check_separator_use(["Atelectasis", "Atelectasis;Opacity_X"], ["row 1", "row 2"], "|", "t")
+    assert str(err.value).splitlines()[1] == (
+        "  row 2: 'Atelectasis;Opacity_X' looks like the findings ['Atelectasis', 'Opacity_X'] "
+        "separated by ';', not '|': pass label_separator=';'"
+    )
+    loose = ["Atelectasis", "Atelectasis/Opacity_X"]
+    assert check_separator_use(loose, ["row 1", "row 2"], "|", "t") is None

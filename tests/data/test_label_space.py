@@ -196,3 +196,49 @@ def test_split_all_is_every_image_in_id_order():
     assert split_or_all(data, "validation")["image_id"] == ["b"]
     with pytest.raises(ValueError, match=r"Split 'test' not in the dataset.*'all'"):
         split_or_all(data, "test")
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "normal"),
+    [("normal", "folder", True), ("NORMAL", "folder", True), ("no finding", "folder", True),
+     ("No-Finding", "folder", True), ("no_finding", "any", True), ("Normal ", "folder", True),
+     ("normal", "nih14", False), ("No Finding", "nih14", True), ("no finding", "chexpert", False),
+     ("NORMAL", "covidx", False), ("normal", "covidx", True), ("abnormal", "folder", False)],
+)  # fmt: skip
+def test_a_folder_normal_class_is_matched_loosely_a_source_label_exactly(name, kind, normal):
+    """Class folders are named by hand (NORMAL, no-finding): any spelling of a normal name
+    counts there; a source with a fixed vocabulary (nih14, chexpert, covidx) counts only its own
+    spelling, so 'normal' under nih14 is a class like any other."""
+    from hf_cxr_mae.data.label_space import is_normal
+
+    assert is_normal(name, kind) is normal
+
+
+@pytest.mark.parametrize("name", ["Pleural-Effusion", "pleural_effusion", "Pleural Effusion",
+                                  "PLEURAL  EFFUSION", "pleural- effusion"])  # fmt: skip
+def test_hyphens_underscores_and_case_are_one_spelling(name):
+    """A loose lookup treats '-', '_' and runs of spaces alike and ignores case: every spelling
+    of CheXpert's Pleural Effusion is the one shared finding (NIH's Effusion)."""
+    from hf_cxr_mae.data.label_space import normalise
+
+    found = lookup(name, exact=False)
+    assert isinstance(found, Finding)
+    assert (found.nih14, found.chexpert) == ("Effusion", "Pleural Effusion")
+    assert normalise(name) == "pleural effusion"
+
+
+def test_a_multi_label_map_file_must_name_every_dataset_label(tmp_path):
+    """Multi-label too: a dataset column the FILE forgets is refused (mapped, or null to leave
+    it out on purpose), not silently dropped from the external evaluation."""
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"Effusion": "Effusion", "Mass": "Mass"}))
+    with pytest.raises(ValueError) as err:
+        resolve_label_map(str(partial), ["Effusion", "Mass", "Nodule"], NIH14_LABELS, "csv")
+    assert str(err.value) == (
+        f"--label_map {partial} does not fit: no entry for the dataset label(s) ['Nodule']: map "
+        "each to a model finding or to null (left out)."
+    )
+    partial.write_text(json.dumps({"Effusion": "Effusion", "Mass": "Mass", "Nodule": None}))
+    lm = resolve_label_map(str(partial), ["Effusion", "Mass", "Nodule"], NIH14_LABELS, "csv")
+    assert lm.sources == {"Effusion": ["Effusion"], "Mass": ["Mass"]}
+    assert list(lm.left_out_dataset) == ["Nodule"]

@@ -20,7 +20,7 @@ from hf_cxr_mae.data import DataValidationError, load_cxr_dataset, load_pretrain
 from hf_cxr_mae.data.cache import build_cache
 from hf_cxr_mae.data.demo import make_demo_dataset
 from hf_cxr_mae.data.metadata import normalize_age, normalize_sex, normalize_view, subgroup_columns
-from hf_cxr_mae.data.recipe_data import evaluation_split, truncate_splits
+from hf_cxr_mae.training.data_setup import evaluation_split, truncate_splits
 
 
 def _png(path: Path, seed: int, size: int = 24) -> None:
@@ -342,8 +342,8 @@ def test_demo_data_has_sex_age_and_view():
 def test_metadata_columns_flag_reaches_the_csv_loader_and_training_runs(tmp_path):
     from recipe_utils import TINY_TRAIN, recipe
 
-    from hf_cxr_mae.data.recipe_data import load_labelled_data
     from hf_cxr_mae.training import DataArguments
+    from hf_cxr_mae.training.data_setup import load_labelled_data
 
     with pytest.raises(ValueError, match="--metadata_columns is an option of --dataset csv"):
         DataArguments(dataset=["nih14"], data_dir=["x"], metadata_columns=["Site"])

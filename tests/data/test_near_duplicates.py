@@ -59,8 +59,8 @@ def test_a_png_in_train_and_its_re_encoding_in_test_are_reported(nih_dir, tmp_pa
     original, copied = copy_layout(nih_dir, root, copy)
     gap = distance(root / original, root / copied)
     argv = ["cache", "csv", "--data_dir", str(root), "--image_size", "32",
-            "--cache_dir", str(tmp_path / "cache"), "--option", "patient_column=pid",
-            "--option", "split_column=split"]  # fmt: skip
+            "--cache_dir", str(tmp_path / "cache"), "--patient_column", "pid",
+            "--split_column", "split"]  # fmt: skip
     with pytest.raises(SystemExit) as err:
         main(argv)
     assert str(err.value.code).splitlines() == [
@@ -75,8 +75,8 @@ def test_a_png_in_train_and_its_re_encoding_in_test_are_reported(nih_dir, tmp_pa
 def test_the_recipes_refuse_the_copy_or_skip_it_from_train(nih_dir, tmp_path):
     """The recipes' cache_splits: an error naming both files; with --on_bad skip the training
     copy goes and the test set stays whole."""
-    from hf_cxr_mae.data.recipe_data import cache_splits
     from hf_cxr_mae.data.validation import DataValidationError
+    from hf_cxr_mae.training.data_setup import cache_splits
 
     root = tmp_path / "src"
     original, copied = copy_layout(nih_dir, root, "copy.jpg")
@@ -133,3 +133,27 @@ def test_nearest_hashes_are_exact_hamming_distances():
         by_hand = (ref_bits != bits).sum(axis=1)
         assert distance_[i] == by_hand.min() and by_hand[index[i]] == by_hand.min()
     assert (index[-1], distance_[-1]) == (123, 0)
+
+
+def test_a_copy_exactly_threshold_bits_apart_is_refused(nih_dir, tmp_path):
+    """``threshold`` is inclusive: a JPEG copy whose hash is d bits from its original is refused
+    at threshold d and kept at d - 1 (the limit itself, on both sides)."""
+    from datasets import Dataset
+
+    from hf_cxr_mae.data.near_duplicates import check_near_duplicates, perceptual_hash
+    from hf_cxr_mae.data.validation import DataValidationError
+
+    source = sorted((nih_dir / "images").glob("*.png"))[0]
+    read_xray(source).save(tmp_path / "copy.jpg", quality=20)
+    d = distance(source, tmp_path / "copy.jpg")
+    assert d == 8  # a real re-encoding, not the same hash (quality 75 keeps this one's hash)
+
+    def split(name: str, path: Path) -> Dataset:
+        hashes = [perceptual_hash(read_xray(path))]
+        return Dataset.from_dict({"image_id": [name], "perceptual_hash": hashes})
+
+    splits = {"train": split("a.png", source), "test": split("copy.jpg", tmp_path / "copy.jpg")}
+    with pytest.raises(DataValidationError, match=f"hashes {d} of 576 bits apart \\(at most {d} "):
+        check_near_duplicates(splits, threshold=d)
+    kept = check_near_duplicates(splits, threshold=d - 1)
+    assert [kept["train"]["image_id"], kept["test"]["image_id"]] == [["a.png"], ["copy.jpg"]]

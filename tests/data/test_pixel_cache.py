@@ -21,7 +21,6 @@ from torchvision.transforms.v2 import functional as TF
 from hf_cxr_mae import CXRMAEConfig
 from hf_cxr_mae.data.cache import build_cache
 from hf_cxr_mae.data.images import read_xray
-from hf_cxr_mae.data.recipe_data import cache_splits
 from hf_cxr_mae.data.transforms import BICUBIC, create_transform, example_image, to_uint8_tensor
 from hf_cxr_mae.training.arguments import (
     DataArguments,
@@ -29,6 +28,7 @@ from hf_cxr_mae.training.arguments import (
     ModelArguments,
     parse_recipe_args,
 )
+from hf_cxr_mae.training.data_setup import cache_splits
 
 
 def test_cache_and_raw_give_identical_eval_output(twelve_nih_test_images, tmp_path):

@@ -13,7 +13,6 @@ from conftest import TINY
 from PIL import Image as PILImage
 
 from hf_cxr_mae.configuration import CXRMAEConfig
-from hf_cxr_mae.data.recipe_data import source_transforms
 from hf_cxr_mae.data.transforms import (
     AugmentationSeeds,
     CXRCollator,
@@ -22,6 +21,7 @@ from hf_cxr_mae.data.transforms import (
     example_image,
 )
 from hf_cxr_mae.training.arguments import DataArguments
+from hf_cxr_mae.training.data_setup import source_transforms
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -149,8 +149,8 @@ def test_preview_shows_each_source_with_its_own_normalisation():
 
     from hf_cxr_mae.configuration import CXRMAEConfig
     from hf_cxr_mae.data.transforms import SOURCE_NORMALIZATION
+    from hf_cxr_mae.figures import reconstruction_panels
     from hf_cxr_mae.modeling import CXRMAEForPreTraining
-    from hf_cxr_mae.visualization import reconstruction_panels
 
     config = CXRMAEConfig.from_preset("vit-test-patch8-dec32d1b")
     model = CXRMAEForPreTraining(config)

@@ -334,7 +334,7 @@ def test_pretrain_recipe_flag_reaches_the_loader_and_keeps_train_only(
 ):
     from recipe_utils import TINY_TRAIN, recipe
 
-    from hf_cxr_mae.data import recipe_data
+    from hf_cxr_mae.training import data_setup
 
     kept = restricted_copies(paper_split, nih_dir, tmp_path)
     seen = {}
@@ -346,7 +346,7 @@ def test_pretrain_recipe_flag_reaches_the_loader_and_keeps_train_only(
         seen["images"] = load_pretraining_dataset(sources)
         raise Stop  # what the recipe trains on is known; no need to train
 
-    monkeypatch.setattr(recipe_data, "load_pretraining_dataset", capture)
+    monkeypatch.setattr(data_setup, "load_pretraining_dataset", capture)
     flag = ",".join(f"{s}={tmp_path / n}" for s, n in FILES.items())
     with pytest.raises(Stop):
         recipe("pretrain").main(

@@ -22,10 +22,11 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.evaluation.compare import _holm, compare_scores, markdown, run_compare
-from hf_cxr_mae.evaluation.compare import load_model as compare_load_model
+from hf_cxr_mae.evaluation.compare import _holm, compare_scores, run_compare
+from hf_cxr_mae.evaluation.compare_report import markdown
 from hf_cxr_mae.metrics.delong import delong_test
 from hf_cxr_mae.serving.export import export_onnx
+from hf_cxr_mae.serving.predict import load_classifier
 
 NAMES = ["Atelectasis", "Effusion", "Hernia"]
 
@@ -204,7 +205,7 @@ def two_models(tmp_path_factory):
 
 
 def test_compare_vit_against_densenet_on_nih_images(tmp_path, nih_dir, two_models):
-    from hf_cxr_mae.serving.predict import load_classifier, predict_files
+    from hf_cxr_mae.serving.predict import predict_files
 
     vit, densenet = two_models
     out = tmp_path / "cmp"
@@ -274,7 +275,7 @@ def test_an_onnx_export_where_a_pytorch_model_is_needed_is_named(two_heads, tmp_
     a, _ = two_heads
     export_onnx(a, tmp_path / "deploy")
     with pytest.raises(ValueError, match=r"deploy is an ONNX export.*PyTorch classifier folder"):
-        compare_load_model(str(tmp_path / "deploy"))
+        load_classifier(str(tmp_path / "deploy"))
 
 
 def test_compare_labels_file_may_carry_patient_metadata(tmp_path):

@@ -79,9 +79,9 @@ def test_ten_crop_tta_averages_the_ten_crops(nih_models, tmp_path, monkeypatch):
     from conftest import NIH_SAMPLE
     from transformers import AutoModelForImageClassification
 
-    from hf_cxr_mae import reports
     from hf_cxr_mae.data import load_cxr_dataset
     from hf_cxr_mae.data.cache import build_cache
+    from hf_cxr_mae.evaluation import reports
 
     model = AutoModelForImageClassification.from_pretrained(nih_models["ft"]).eval()
     logits = {}

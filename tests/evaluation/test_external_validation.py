@@ -68,7 +68,7 @@ def _expected_cell(raw: str, name: str, policy: str) -> float:
 
 
 def _spy(monkeypatch) -> list:
-    from hf_cxr_mae import reports
+    from hf_cxr_mae.evaluation import reports
 
     captured, original = [], reports.write_report
 
@@ -399,3 +399,41 @@ def test_unpaired_reason_for_two_models_on_overlapping_sets():
         "unpaired (no p-value; the intervals are not independent): for a paired test of the two "
         "models, score both on one dataset"
     )
+
+
+def test_unpaired_mean_interval_is_over_the_findings_defined_on_both_sides(tmp_path, monkeypatch):
+    """B's images hold no positive of C: the mean compares A and B on A and B only, so A's mean
+    interval is the bootstrap of A's A and B columns alone (same seed), not of all three."""
+    from types import SimpleNamespace
+
+    from hf_cxr_mae.evaluation import external_compare
+    from hf_cxr_mae.evaluation.paired_files import Labels
+    from hf_cxr_mae.evaluation.reports import bootstrap_auroc
+    from hf_cxr_mae.serving.prediction_file import Predictions
+
+    rng = np.random.default_rng(7)
+    names = ["A", "B", "C"]
+    sides = []
+    for side in ("a", "b"):
+        ids = [f"{side}{i}.png" for i in range(40)]
+        targets = rng.integers(0, 2, (40, 3)).astype(np.float64)
+        if side == "b":
+            targets[:, 2] = 0  # no positive of C on B's images
+        scores = np.clip(0.3 * targets + 0.7 * rng.random((40, 3)), 0, 1)
+        predictions = Predictions(ids, names, scores, f"model_{side}")
+        sides.append((predictions, Labels(ids, names, targets, side)))
+    (a, labels_a), (b, labels_b) = sides
+    setup = SimpleNamespace(block=None)
+    monkeypatch.setattr(external_compare, "_unpaired_markdown", lambda result: "")  # numbers only
+    result = external_compare._unpaired(
+        tmp_path, a, b, labels_a, labels_b, setup, setup, "A's set", "B's set", 50, 3
+    )
+    assert result["mean"]["findings"] == ["A", "B"] and result["undefined"] == ["C"]
+    c = result["findings"]["C"]
+    assert c["auroc_b"] is None and c["auroc_a"] is not None
+    two = bootstrap_auroc(a.probabilities[:, :2], labels_a.targets[:, :2], 50, 3)[1]
+    assert result["mean"]["ci95_a"] == two
+    assert two != bootstrap_auroc(a.probabilities, labels_a.targets, 50, 3)[1]  # C would move it
+    two_b = bootstrap_auroc(b.probabilities[:, :2], labels_b.targets[:, :2], 50, 3)[1]
+    assert result["mean"]["ci95_b"] == two_b
+    assert result["mean"]["auroc_a"] == np.mean([result["findings"][f]["auroc_a"] for f in "AB"])

@@ -11,12 +11,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from hf_cxr_mae.cli import main as cli
-from hf_cxr_mae.serving.prediction_files import (
-    Labels,
-    Predictions,
-    align_labels,
-    pair_predictions,
-)
+from hf_cxr_mae.evaluation.paired_files import Labels, align_labels, pair_predictions
+from hf_cxr_mae.serving.prediction_file import Predictions
 
 NAMES = ["Effusion"]
 

@@ -85,8 +85,8 @@ def _nih_expected(nih_dir: Path, image_ids: list[str]) -> pd.DataFrame:
 
 
 def test_subgroups_on_real_nih_images(nih_dir, tmp_path, monkeypatch):
-    from hf_cxr_mae import reports
     from hf_cxr_mae.data import load_cxr_dataset
+    from hf_cxr_mae.evaluation import reports
 
     captured = []
     original = reports.write_report

@@ -195,3 +195,12 @@ def test_rate_intervals_follow_the_level():
     np.testing.assert_allclose(
         out["sensitivity"]["ci95"], np.percentile(sens, [10, 90]), rtol=1e-12
     )
+
+
+@pytest.mark.parametrize("method", ["sensitivity", "specificity"])
+@pytest.mark.parametrize("target", [0, 0.0, -0.1, 1.0000001, 2])
+def test_a_target_outside_zero_exclusive_to_one_is_refused(method, target):
+    """A target of 0 would accept any threshold (every one reaches it), so it is refused like
+    one above 1, and the message names the allowed range (0, 1]."""
+    with pytest.raises(ValueError, match=rf"The target {method} must be in \(0, 1\], got "):
+        choose_threshold([0, 1, 0, 1], [0.1, 0.9, 0.4, 0.6], method, target)

@@ -234,3 +234,16 @@ def test_intervals_follow_the_level():
     _, _, per, mean_ci = group_reference(y[rows], s[rows], level=0.8)
     np.testing.assert_allclose(out["groups"]["site"]["B"]["mauc_ci95"], mean_ci, rtol=1e-12)
     np.testing.assert_allclose(out["groups"]["site"]["B"]["auroc_ci95"]["a"], per[0], rtol=1e-12)
+
+
+def test_a_score_equal_to_the_threshold_is_flagged_in_every_group():
+    """Flagged means ``score >= threshold``: in group G one positive and one negative score
+    exactly the threshold, so both count (TPR 2/3, FPR 1/2); a strict ``>`` would give 1/3, 0."""
+    y = np.array([[1], [1], [1], [0], [0], [1], [0]])
+    s = np.array([[0.5], [0.9], [0.1], [0.5], [0.2], [0.5], [0.5]])
+    site = ["G", "G", "G", "G", "G", "H", "H"]
+    out = subgroup_report(s, y, ["a"], {"site": site}, thresholds={"a": 0.5}, n_resamples=5)
+    g, h = out["groups"]["site"]["G"], out["groups"]["site"]["H"]
+    assert (g["tpr"]["a"], g["fpr"]["a"]) == (2 / 3, 1 / 2)
+    assert (h["tpr"]["a"], h["fpr"]["a"]) == (1.0, 1.0)
+    assert (out["overall"]["tpr"]["a"], out["overall"]["fpr"]["a"]) == (3 / 4, 2 / 3)

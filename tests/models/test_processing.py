@@ -84,3 +84,28 @@ def test_flagged_findings_uses_the_stored_thresholds():
     }
     flags = flagged_findings(config, {"A": 0.5, "B": 0.1999, "C": 0.99})
     assert flags == {"A": True, "B": False}  # >= threshold; C had none on validation
+
+
+def test_clearing_postprocessing_drops_calibration_and_operating_points(tmp_path):
+    """A fine-tune from a calibrated, thresholded classifier: both were fitted for the source's
+    weights, so both go (the saved config.json has neither, and no finding is flagged), and the
+    rest of the config stays."""
+    import json
+
+    from hf_cxr_mae.processing import POSTPROCESSING_KEYS, clear_postprocessing
+
+    config = CXRClassifierConfig.from_preset(TINY, id2label=dict(enumerate("AB")))
+    config.calibration = {"method": "temperature", "fitted_on": "validation",
+                          "temperatures": {"A": 2.0}}  # fmt: skip
+    config.operating_points = {"method": "youden", "target": None, "fitted_on": "validation",
+                               "thresholds": {"A": 0.5, "B": 0.2}}  # fmt: skip
+    before = {k: v for k, v in config.to_dict().items() if k not in POSTPROCESSING_KEYS}
+    clear_postprocessing(config)
+    assert not hasattr(config, "calibration") and not hasattr(config, "operating_points")
+    assert POSTPROCESSING_KEYS == ("calibration", "operating_points")
+    assert flagged_findings(config, {"A": 0.9, "B": 0.9}) is None
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "calibration" not in saved and "operating_points" not in saved
+    assert config.to_dict() == before
+    clear_postprocessing(config)  # nothing left to clear: no error

@@ -81,3 +81,29 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys, with_out
     err = capsys.readouterr().err  # the progress bars before it, then the one line
     assert err.endswith(f"\npredict: interrupted{kept if with_output else ''}\n")
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_the_cli_starts_without_transformers_and_adds_dataset_flags_when_parsed():
+    """``hf-cxr-mae --help`` and ``predict`` (which serves ONNX without torch or transformers)
+    never build the dataset flags: those come from HfArgumentParser, i.e. transformers, and are
+    added only when a command that reads a dataset is parsed."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from hf_cxr_mae.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "try:\n"
+        "    parser.parse_args(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('transformers' in sys.modules)\n"
+    )
+    for argv, loads in ((["--help"], False), (["predict", "--help"], False), (["compare", "--help"], True)):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120
+        )
+        assert done.stdout.strip().splitlines()[-1] == str(loads), (argv, done.stdout[-500:], done.stderr[-2000:])
+        if loads:
+            assert "--uncertainty" in done.stdout and "--image_dir" in done.stdout, done.stdout

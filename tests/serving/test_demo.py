@@ -151,3 +151,24 @@ def test_demo_marks_the_flagged_findings(flagged_classifier_dir, pngs_with_a_bro
     assert shown == {"A": True, "B": False, "C": False}
     assert "flagged (at or above the model's stored operating point)" in status
     assert heat is not None
+
+
+def test_reconstruction_masks_at_the_mae_s_own_ratio(classifier_dirs, tmp_path, monkeypatch):
+    # One rule for the mask ratio of a reconstruction: the MAE's own config value, which the
+    # page's slider starts at; a ratio asked for once does not become the default.
+    import hf_cxr_mae.figures as figures
+    from hf_cxr_mae import CXRMAEConfig, CXRMAEForPreTraining
+    from hf_cxr_mae.serving.demo import Analyzer
+
+    mae = CXRMAEForPreTraining(CXRMAEConfig.from_preset("vit-test-patch8-dec32d1b", mask_ratio=0.6))
+    mae.save_pretrained(tmp_path / "mae")
+    seen = []
+    monkeypatch.setattr(
+        figures, "reconstruction_grid", lambda model, *a, **k: seen.append(model.config.mask_ratio)
+    )
+    analyzer = Analyzer(str(classifier_dirs["real"]), str(tmp_path / "mae"))
+    assert analyzer.mask_ratio == 0.6
+    image = Image.new("L", (64, 64), 128)
+    analyzer.reconstruction(image, 0.8)
+    analyzer.reconstruction(image)
+    assert seen == [0.8, 0.6]

@@ -168,7 +168,7 @@ def test_demo_runs_an_onnx_folder_and_says_there_is_no_heatmap(exported, tmp_pat
 
 def test_export_command_calibrates_static_int8_on_real_xrays(classifier_dir, nih_dir, tmp_path):
     out = tmp_path / "exported"
-    data = ["--calibration", "nih14", "--data_dir", str(nih_dir), "--option", "image_dir=images"]
+    data = ["--calibration", "nih14", "--data_dir", str(nih_dir), "--image_dir", "images"]
     cli(
         [
             "export",

@@ -11,7 +11,8 @@ from helpers import tiny_classifier
 from PIL import Image
 
 from hf_cxr_mae.file_names import MAX_STEM, safe_file_stems
-from hf_cxr_mae.serving.predict import predict_files, write_heatmaps
+from hf_cxr_mae.serving.gradcam import write_heatmaps
+from hf_cxr_mae.serving.predict import predict_files
 
 HOSTILE = [
     "x/../../../escaped",
@@ -70,3 +71,12 @@ def test_heatmaps_of_hostile_finding_names_stay_in_the_output_folder(tmp_path):
     files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
     assert files == sorted([image, *(Path(p) for p in written)])
     assert len({p.lower() for p in written}) == len(HOSTILE)  # distinct without case too
+
+
+def test_no_stem_is_hidden_an_option_or_ends_in_a_dot():
+    """A leading '.' would make a hidden file, a leading '-' a command-line option, a trailing
+    '.' a name Windows silently changes: all are stripped, the rest kept as is."""
+    names = [".hidden", "-rf", "a.", "._-x-_.", "..."]
+    stems = safe_file_stems(names)
+    assert stems == {".hidden": "hidden", "-rf": "rf", "a.": "a", "._-x-_.": "x", "...": "finding"}
+    assert not any(s.startswith((".", "-")) or s.endswith(".") for s in stems.values())

@@ -114,6 +114,21 @@ def test_reconstruct_writes_four_panels(nih_models, shared_data, tmp_path):
         cli(["reconstruct", "--model", str(nih_models["ft"]), str(images[0])])
 
 
+def test_reconstruct_masks_at_the_mae_s_own_ratio_by_default(nih_models, shared_data, monkeypatch):
+    import hf_cxr_mae.figures as figures
+    from hf_cxr_mae.serving.predict import reconstruct_figure
+
+    image = sorted((shared_data / "nih-cxr14-sample" / "images").glob("*.png"))[0]
+    own = json.loads((nih_models["mae"] / "config.json").read_text())["mask_ratio"]
+    seen = []
+    monkeypatch.setattr(
+        figures, "reconstruction_grid", lambda model, *a, **k: seen.append(model.config.mask_ratio)
+    )
+    reconstruct_figure(str(nih_models["mae"]), [image])
+    reconstruct_figure(str(nih_models["mae"]), [image], 0.55)
+    assert seen == [own, 0.55]
+
+
 def test_a_file_named_twice_is_predicted_once(tmp_path):
     from PIL import Image
 

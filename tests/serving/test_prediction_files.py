@@ -11,7 +11,7 @@ from PIL import Image
 
 from hf_cxr_mae.cli import main as cli
 from hf_cxr_mae.serving.predict import load_model, predict_files, predict_to_file
-from hf_cxr_mae.serving.prediction_files import read_predictions
+from hf_cxr_mae.serving.prediction_file import read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_label_csv_column_names_are_read_trimmed_and_two_alike_refused(tmp_path)
     """A spreadsheet often leaves a space after a header (``Effusion ``): read as it is, that
     column matched no prediction and the finding silently left the comparison. Headers are read
     trimmed; two that become the same name are refused, naming both."""
-    from hf_cxr_mae.serving.prediction_files import read_labels
+    from hf_cxr_mae.evaluation.paired_files import read_labels
 
     path = tmp_path / "labels.csv"
     path.write_text(" image_id,Atelectasis , Effusion\nx0.png,1,0\nx1.png,0,1\n")
@@ -170,7 +170,7 @@ def test_label_csv_column_names_are_read_trimmed_and_two_alike_refused(tmp_path)
 def test_an_empty_file_and_a_folder_are_named(tmp_path):
     """An empty predictions file gave pandas' "No columns to parse from file" without its name;
     a folder passed as the labels file was said not to exist."""
-    from hf_cxr_mae.serving.prediction_files import read_labels
+    from hf_cxr_mae.evaluation.paired_files import read_labels
 
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
@@ -183,3 +183,29 @@ def test_an_empty_file_and_a_folder_are_named(tmp_path):
         read_labels(tmp_path)
     with pytest.raises(ValueError, match=re.escape(f"Prediction file {tmp_path} is a folder; ")):
         read_predictions(tmp_path)
+
+
+def test_a_results_csv_with_the_findings_in_another_order_is_refused_untouched(
+    two_heads, images, tmp_path
+):
+    """Findings are compared in order, not as a set: resuming a CSV whose columns hold the same
+    findings swapped would append this model's Atelectasis under the file's Effusion. Refused
+    before anything is written, though its ``.model`` record is this model's."""
+    import csv
+
+    a, _ = two_heads
+    output = tmp_path / "predictions.csv"
+    predict_to_file(load_model(str(a)), images[:3], output, fast=False, progress=False)
+    with output.open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["path", "error", "Atelectasis", "Effusion", "flagged"]
+    with output.open("w", newline="") as f:
+        csv.writer(f).writerows([[r[0], r[1], r[3], r[2], r[4]] for r in rows])
+    before = output.read_bytes()
+    with pytest.raises(ValueError) as err:
+        predict_to_file(load_model(str(a)), images, output, fast=False, progress=False)
+    assert str(err.value) == (
+        f"{output} holds results with other columns (columns path, error, Effusion, Atelectasis, "
+        "flagged...); pass another --output or delete it."
+    )
+    assert output.read_bytes() == before

@@ -74,7 +74,7 @@ WRITER_ERRORS = {
 
 @pytest.mark.parametrize("case", sorted(WRITER_ERRORS))
 def test_each_writers_full_disk_error_is_recognised(tmp_path, monkeypatch, case):
-    from hf_cxr_mae.training.trainer import checkpoint_save
+    from hf_cxr_mae.training.saving import checkpoint_save
 
     error, free = WRITER_ERRORS[case]
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**9, 10**9 - free, free))
@@ -94,7 +94,7 @@ def test_each_writers_full_disk_error_is_recognised(tmp_path, monkeypatch, case)
 
 def test_another_save_error_is_left_as_it_is(tmp_path):
     """Only a full disk is reworded, and only then is the checkpoint marked incomplete."""
-    from hf_cxr_mae.training.trainer import checkpoint_save
+    from hf_cxr_mae.training.saving import checkpoint_save
 
     folder = tmp_path / "checkpoint-6"
     folder.mkdir()

@@ -181,3 +181,22 @@ def test_single_label_run_scales_one_temperature_and_stores_no_thresholds(tmp_pa
     assert report["num_images"] == 12 and "confusion_matrix" in report
     assert set(report["calibration"]["ece"]) == {"NORMAL", "PNEUMONIA"}
     assert "operating_points" not in report
+
+
+def test_a_fine_tune_from_a_thresholded_classifier_inherits_no_postprocessing(
+    calibrated_runs, tmp_path
+):
+    """The source's thresholds and temperatures were fitted for its weights: a fine-tune from
+    it that fits neither saves neither (before, its thresholds flagged the new model's images)."""
+    source = saved_config(calibrated_runs["clean"])
+    assert "operating_points" in source and "calibration" in source
+    out = tmp_path / "again"
+    recipe("finetune").main(
+        [*TINY_TRAIN, *DEMO, "--model_name_or_path", str(calibrated_runs["clean"]),
+         "--output_dir", str(out), "--max_steps", "1", "--eval_strategy", "no",
+         "--save_strategy", "no", "--load_best_model_at_end", "false",
+         "--operating_point", "none", "--bootstrap_resamples", "20"]
+    )  # fmt: skip
+    config = saved_config(out)
+    assert "operating_points" not in config and "calibration" not in config
+    assert "operating_points" not in json.loads((out / "metrics.json").read_text())

@@ -11,6 +11,8 @@ import yaml
 from conftest import REPO_ROOT
 from recipe_utils import RECIPES, argument_classes, config_recipe
 
+from hf_cxr_mae.data.transforms import CROP_MIN_SCALE
+
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (RECIPES / "configs").glob("*.yaml")))
 def test_every_config_parses_with_its_recipe(name):
@@ -37,7 +39,7 @@ RUN_IDENTITY = {"preset", "model_name_or_path", "architecture", "dataset", "data
 
 
 # crop_min_scale=None means the recipe's own scale (the paper's): 0.5 pre-training, else timm's.
-RECIPE_CROP = {"pretrain": 0.5, "finetune": 0.08, "linprobe": 0.08}
+RECIPE_CROP = CROP_MIN_SCALE  # the one table the recipes and `cache` read
 
 
 def _defaults(classes: tuple) -> dict:
@@ -54,7 +56,9 @@ def _defaults(classes: tuple) -> dict:
 def restated_defaults(config: dict, recipe_name: str) -> dict[str, str]:
     """The keys of a config whose value is already the default, and where that default lives."""
     from hf_cxr_mae.data.loading import SOURCES
-    from hf_cxr_mae.training.arguments import SOURCE_OPTIONS
+    from hf_cxr_mae.data.source_arguments import SourceArguments
+
+    source_options = {f.name for f in dataclasses.fields(SourceArguments)}
 
     defaults = _defaults(argument_classes(recipe_name))
     loaders = [inspect.signature(SOURCES[d]).parameters for d in config.get("dataset") or []]
@@ -65,7 +69,7 @@ def restated_defaults(config: dict, recipe_name: str) -> dict[str, str]:
         if key in defaults and defaults[key] == value:
             found[key] = "the argument dataclass"
         elif (
-            key in SOURCE_OPTIONS
+            key in source_options
             and loaders
             and all(key in p and p[key].default == value for p in loaders)
         ):

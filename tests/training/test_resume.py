@@ -199,8 +199,8 @@ def test_auto_resume_refuses_a_checkpoint_that_predates_a_setting(tmp_path):
 
     import pytest
 
+    from hf_cxr_mae.training.callbacks import RUN_SETTINGS
     from hf_cxr_mae.training.resume import check_same_run
-    from hf_cxr_mae.training.trainer import RUN_SETTINGS
 
     now = {"learning_rate": 1e-3, "seed": 0, "dataloader_drop_last": True}
     old = {k: v for k, v in now.items() if k != "dataloader_drop_last"}

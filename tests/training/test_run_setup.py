@@ -1,4 +1,4 @@
-"""Setting a run up from its data (``hf_cxr_mae.training.run_setup``, ``recipe_data``): empty or
+"""Setting a run up from its data (``hf_cxr_mae.training.run_setup``, ``data_setup``): empty or
 missing training splits refused, other empty splits dropped, no validation split switching model
 selection off with a warning, and an undefined validation mAUC picking on loss."""
 
@@ -8,19 +8,18 @@ import pytest
 from datasets import Dataset, DatasetDict
 from helpers import random_png
 
-from hf_cxr_mae.data import recipe_data
-from hf_cxr_mae.training import run_setup
+from hf_cxr_mae.training import data_setup, run_setup
 
 
 def test_an_empty_or_missing_training_split_is_refused_empty_others_are_dropped(caplog):
     rows = Dataset.from_dict({"path": ["a.png", "b.png"]})
     empty = rows.select([])
     with pytest.raises(ValueError, match=r"training split is empty.*nih14 at /data/x"):
-        recipe_data.drop_empty_splits(DatasetDict(train=empty, test=rows), "nih14 at /data/x")
+        data_setup.drop_empty_splits(DatasetDict(train=empty, test=rows), "nih14 at /data/x")
     with pytest.raises(ValueError, match=r"no training split.*\['test', 'validation'\]"):
-        recipe_data.drop_empty_splits(DatasetDict(validation=rows, test=rows), "csv at /data/y")
+        data_setup.drop_empty_splits(DatasetDict(validation=rows, test=rows), "csv at /data/y")
     with caplog.at_level(logging.WARNING, logger="hf_cxr_mae"):
-        kept = recipe_data.drop_empty_splits(
+        kept = data_setup.drop_empty_splits(
             DatasetDict(train=rows, validation=empty, test=empty), "nih14 at /data/x"
         )
     assert list(kept) == ["train"] and len(kept["train"]) == 2

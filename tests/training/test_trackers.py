@@ -20,7 +20,7 @@ from transformers import TrainerControl, TrainerState
 
 from hf_cxr_mae.training import run_setup
 from hf_cxr_mae.training.arguments import PretrainArguments
-from hf_cxr_mae.training.trainer import PREVIEW_TAG, ReconstructionPreviewCallback
+from hf_cxr_mae.training.callbacks import PREVIEW_TAG, ReconstructionPreviewCallback
 
 TESTS = TESTS_DIR
 

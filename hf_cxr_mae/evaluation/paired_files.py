@@ -1,168 +1,39 @@
-"""Prediction and label files of the paired comparison: reading ``hf-cxr-mae predict``'s CSV /
-JSON lines / ``--json`` output and label CSVs, pairing two models' predictions image by image
-(a different order re-aligned by id, different images refused naming the first), and writing
-them back so a comparison can be re-run from files."""
+"""The other files of a paired comparison (``compare``, external validation): label CSVs and
+dataset labels, pairing two models' predictions image by image (a different order re-aligned by
+id, different images refused naming the first), and writing predictions and labels back so a
+comparison can be re-run from files. Predict's own results file is read in
+``serving.prediction_file``."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..constants import IGNORE_LABEL
+from ..serving.prediction_file import (
+    Predictions,
+    check_is_file,
+    check_unique,
+    image_column,
+    read_csv,
+)
 
 logger = logging.getLogger("hf_cxr_mae")
-
-# Columns that may hold the image of a row in a prediction or labels CSV, in order of preference.
-ID_COLUMNS = ("image_id", "path", "image", "Image Index", "Path", "file", "filename")
-
-
-@dataclass
-class Predictions:
-    """Probabilities of one model: an id per image, one column per finding, where they came from."""
-
-    ids: list[str]
-    names: list[str]
-    probabilities: np.ndarray  # (n, k)
-    source: str
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Labels:
+    """Labels of images: an id per image, one column per finding, where they came from."""
+
     ids: list[str]
     names: list[str]
     targets: np.ndarray  # (n, k): 1, 0 or -1 (ignored)
     source: str
-
-
-def _id_column(columns: Sequence[str], path: Path) -> str:
-    for name in ID_COLUMNS:
-        if name in columns:
-            return name
-    raise ValueError(
-        f"{path} has no image column: expected one of {list(ID_COLUMNS)}, got {list(columns)}."
-    )
-
-
-def _check_unique(ids: Sequence[str], source: str) -> None:
-    seen: set[str] = set()
-    for i, image in enumerate(ids):
-        if image in seen:
-            raise ValueError(f"{source}: image {image!r} appears twice (row {i + 1}).")
-        seen.add(image)
-
-
-# Columns of `predict`'s output that are not probabilities.
-NOT_PROBABILITIES = ("error", "flagged", "row", "row_id")
-
-
-def _json_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of ``predict --json`` (one object with a ``predictions`` list) or of predict's
-    ``--output *.jsonl`` (an object per line)."""
-    text = path.read_text()
-    if path.suffix.lower() == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} line {number} is not JSON: {err}") from err
-        return rows
-    payload = json.loads(text)
-    rows = payload.get("predictions") if isinstance(payload, dict) else None
-    if rows is None:
-        raise ValueError(f"{path} holds no 'predictions' list (as `predict --json` writes).")
-    return rows
-
-
-def _check_is_file(path: Path, what: str) -> None:
-    """``what`` must be a file: a folder or a missing path is named as such."""
-    if path.is_dir():
-        raise ValueError(f"{what} {path} is a folder; name the CSV file in it.")
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist.")
-
-
-def _read_csv(path: Path):
-    """``pd.read_csv``, with an empty file (pandas' bare "No columns to parse from file") named."""
-    import pandas as pd
-
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError as err:
-        raise ValueError(f"{path} is empty: no header, no rows.") from err
-
-
-def read_predictions(path: str | Path) -> Predictions:
-    """A prediction file as ``hf-cxr-mae predict`` writes it: CSV (an image column of
-    ``ID_COLUMNS``, one probability column per finding; ``error`` and ``flagged`` ignored),
-    JSON lines (``--output *.jsonl``) or the ``--json`` printout. Images that failed to
-    read (an ``error``) are left out with a warning: pairing then refuses them unless the
-    other model failed on them too."""
-    import pandas as pd
-
-    path = Path(path)
-    _check_is_file(path, "Prediction file")
-    failed: list[str] = []
-    if path.suffix.lower() in (".json", ".jsonl"):
-        rows = _json_rows(path)
-        failed = [str(row.get("path")) for row in rows if row.get("error")]
-        rows = [row for row in rows if not row.get("error")]
-        if not rows:
-            raise ValueError(f"{path} holds no predictions.")
-        names = list(rows[0]["probabilities"])
-        ids = [str(row["path"]) for row in rows]
-        for i, row in enumerate(rows):
-            if list(row["probabilities"]) != names:
-                raise ValueError(
-                    f"{path}: the prediction of {ids[i]} has other findings "
-                    f"{list(row['probabilities'])} than the first ({names})."
-                )
-        probabilities = np.array([[row["probabilities"][n] for n in names] for row in rows])
-    else:
-        frame = _read_csv(path)
-        id_column = _id_column(list(frame.columns), path)
-        if "error" in frame.columns:
-            bad = frame["error"].notna() & (frame["error"].astype(str).str.strip() != "")
-            failed = frame.loc[bad, id_column].astype(str).tolist()
-            frame = frame.loc[~bad]
-        if frame.empty:  # as for JSON: a comparison on no image is no comparison
-            raise ValueError(
-                f"{path} holds no predictions"
-                + (f" ({len(failed)} rows, every one a read error)." if failed else ".")
-            )
-        names = [
-            str(c)
-            for c in frame.columns
-            if c != id_column
-            and c not in NOT_PROBABILITIES
-            and pd.api.types.is_numeric_dtype(frame[c])
-            and not pd.api.types.is_bool_dtype(frame[c])
-        ]
-        if not names:
-            raise ValueError(f"{path} has no probability columns (numeric columns per finding).")
-        ids = frame[id_column].astype(str).tolist()
-        probabilities = frame[names].to_numpy(dtype=np.float64)
-    if failed:
-        logger.warning(
-            "%s: %d image(s) were not scored (read errors), left out: %s%s",
-            path, len(failed), ", ".join(failed[:5]), " ..." if len(failed) > 5 else "",
-        )  # fmt: skip
-    _check_unique(ids, str(path))
-    bad = ~(np.isfinite(probabilities) & (probabilities >= 0) & (probabilities <= 1))
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ValueError(
-            f"{path}: {names[j]} of image {ids[i]!r} is {probabilities[i, j]}, not a probability."
-        )
-    return Predictions(ids, names, probabilities, str(path), {"failed": failed})
 
 
 def trimmed_columns(columns: Sequence[Any], source: str | Path) -> list[str]:
@@ -199,10 +70,10 @@ def read_labels(path: str | Path, names: Sequence[str] | None = None) -> Labels:
     import pandas as pd
 
     path = Path(path)
-    _check_is_file(path, "Labels file")
-    frame = _read_csv(path)
+    check_is_file(path, "Labels file")
+    frame = read_csv(path)
     frame.columns = trimmed_columns(frame.columns, path)
-    id_column = _id_column(list(frame.columns), path)
+    id_column = image_column(list(frame.columns), path)
     columns = list(names) if names is not None else [c for c in frame.columns if c != id_column]
     if missing := [c for c in columns if c not in frame.columns]:
         raise ValueError(f"{path} has no column for finding(s) {missing}.")
@@ -217,7 +88,7 @@ def read_labels(path: str | Path, names: Sequence[str] | None = None) -> Labels:
             "is not 1, 0 or -1."
         )
     ids = frame[id_column].astype(str).tolist()
-    _check_unique(ids, str(path))
+    check_unique(ids, str(path))
     return Labels(ids, [str(c) for c in columns], targets, str(path))
 
 

@@ -1,72 +1,41 @@
-"""The results file of ``hf-cxr-mae predict --output``: what counts as one that predict wrote,
-resuming it (done rows, failed rows, a row cut short), and appending each batch so that a full
-disk or a crash leaves whole rows only.
+"""The results file of ``hf-cxr-mae predict`` in one place: its columns, what counts as a file
+predict wrote, writing it a batch at a time (a full disk or a crash leaves whole rows only),
+resuming it (done rows, failed rows, a row cut short) and reading it back for ``compare``.
 
-A non-empty file counts as written by predict when ``<output>.model`` (the record of the model
-that wrote it) lies beside it and its content has predict's shape: a CSV whose first row is
-``path, error, <one column per finding>, flagged``; a JSON lines file whose every complete line
-is an object with a ``path`` and either ``probabilities`` or an ``error``. Anything else is left
-untouched and refused before any change.
+Predict writes a CSV headed ``path, error, <one column per finding>, flagged`` or a JSON lines
+file whose every line holds a ``path`` and either ``probabilities`` or an ``error``. A non-empty
+file counts as predict's when it has that shape and ``<output>.model`` (``output_safety``) lies
+beside it; anything else is refused, untouched.
 """
 
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .output_safety import append_whole, output_error, record_difference
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .predict import Prediction
 
 logger = logging.getLogger(__name__)
 
-_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-class OutputError(OSError):
-    """An output file or folder that cannot be written (full disk, read-only folder); the
-    message names it and says what to do."""
-
-
-def output_error(path: Path, err: OSError) -> OutputError:
-    """``err`` (raised writing ``path``) as a one-line ``OutputError`` naming ``path``."""
-    if err.errno in _NO_SPACE:
-        text = (
-            f"no space left on {path} (disk full or quota reached): the rows written before are "
-            "kept; free some space and run the same command again to finish it."
-        )
-    else:
-        text = f"cannot write {path}: {err.strerror or err}."
-    error = OutputError(text)
-    error.errno = err.errno
-    return error
-
-
-def check_writable(path: Path, flag: str, is_folder: bool = False) -> None:
-    """Raise ``OutputError`` naming the folder when files cannot be created in the folder of
-    ``path`` (``path`` itself with ``is_folder``), or when an existing ``path`` is read-only;
-    a folder still to be made is judged by the nearest one that exists."""
-    path = Path(path)
-    folder = path if is_folder else path.parent
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"{flag} {path}: {existing} is a file, not a folder.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(
-            f"{flag} {path}: the folder {existing} is read-only (no permission to create files "
-            "in it); name a writable one."
-        )
-    if not is_folder and path.is_file() and not os.access(path, os.W_OK):
-        raise OutputError(f"{flag} {path}: the file is read-only; name another one.")
+# Columns that may hold the image of a row in a prediction or labels CSV, in order of preference.
+ID_COLUMNS = ("image_id", "path", "image", "Image Index", "Path", "file", "filename")
+# Columns of `predict`'s output that are not probabilities.
+NOT_PROBABILITIES = ("error", "flagged", "row", "row_id")
 
 
 def _header(names: Sequence[str]) -> list[str]:
@@ -135,75 +104,10 @@ def check_resumable(output: Path, names: Sequence[str], identity: str | None) ->
             f"{output} holds results with other columns ({found}); "
             "pass another --output or delete it."
         )
-    if difference := _difference(stamp.read_text(encoding="utf-8"), identity):
+    if difference := record_difference(stamp.read_text(encoding="utf-8"), identity):
         raise ValueError(
             f"{output} holds {difference}; pass another --output, or delete {output} and {stamp}."
         )
-
-
-def run_record(model, fast: bool) -> str:
-    """What ``<output>.model`` holds, one ``key: value`` a line: ``weights`` (their fingerprint,
-    see ``predict._identity``) and ``run`` (backend and precision), which a resume must match,
-    then ``model`` (the folder or graph; informative: a byte-identical copy of it resumes)."""
-    from .predict import _identity, is_onnx
-
-    if is_onnx(model):
-        from .onnx_runtime import files_sha256
-
-        where = Path(model.path).resolve()
-        weights, run = f"sha256:{files_sha256([where])}", f"ONNX Runtime {model.variant}"
-    else:
-        identity = _identity(model)
-        where, found, digest = identity.rpartition(" sha256:")
-        if identity.startswith("in-memory "):
-            weights, where = identity, "in memory"
-        elif found:
-            weights = f"sha256:{digest}"
-        else:  # a Hub id, or a folder without weights files: its name is all there is
-            weights = where = identity
-        run = "float32 (--no_fast)"
-        if fast:
-            from .inference import native_bf16
-
-            device = next(model.parameters()).device
-            run = f"fast path, {'bfloat16' if native_bf16(device) else 'float32'}"
-    return f"weights: {weights}\nrun: {run}\nmodel: {where}"
-
-
-def _fields(record: str) -> dict[str, str]:
-    """``key: value`` lines of a ``<output>.model`` record (``run_record``); an older
-    one-line record (folder and fingerprint, no run settings) has no ``run``."""
-    lines = record.strip().splitlines()
-    if len(lines) == 1 and not lines[0].startswith("weights: "):  # "<folder> sha256:<digest>"
-        where, found, digest = lines[0].rpartition(" sha256:")
-        if found and not where.startswith("in-memory "):
-            return {"weights": f"sha256:{digest}", "model": where}
-        return {"weights": lines[0]}
-    return dict(line.partition(": ")[::2] for line in lines)
-
-
-def _difference(previous: str, identity: str) -> str | None:
-    """What differs between the record of a file's rows and this run, in words; None when the
-    rows may be resumed: same weights and same run settings (the folder is informative only)."""
-    before, now = _fields(previous), _fields(identity)
-    if before.get("weights") != now.get("weights"):
-        return (
-            f"predictions of another model ({before.get('weights')} from "
-            f"{before.get('model', 'an older record')}), not of {now.get('weights')} from "
-            f"{now.get('model')}"
-        )
-    if "run" not in before:
-        return (
-            f"predictions of this model from an older hf-cxr-mae that did not record how it ran "
-            f"(now: {now.get('run')}), so mixing cannot be ruled out"
-        )
-    if before.get("run") != now.get("run"):
-        return (
-            f"predictions of this model run otherwise (run: {before.get('run', 'not recorded')}"
-            f" then, {now.get('run')} now): one file would mix both; rerun with the first "
-            "run's settings (--no_fast / the default fast path, the same --backend)"
-        )
-    return None
 
 
 def done_paths(output: Path) -> set[str]:
@@ -311,7 +215,7 @@ class ResultWriter:
         except OSError as err:
             raise output_error(self.output, err) from err
         if fresh and not self.jsonl:
-            self._append(self._csv([self._header()]))
+            append_whole(self.fd, self._csv([self._header()]), self.output)
 
     def _header(self) -> list[str]:
         return _header(self.names)
@@ -345,27 +249,141 @@ class ResultWriter:
                 lines.append(json.dumps({"path": path, "error": error}) + "\n")
             else:
                 rows.append([path, error, *[""] * len(self.names), ""])
-        self._append("".join(lines).encode("utf-8") if self.jsonl else self._csv(rows))
-
-    def _append(self, data: bytes) -> None:
-        """``data`` at the end of the file and on disk, or the file as it was and OutputError."""
-        start = os.fstat(self.fd).st_size
-        try:
-            view, done = memoryview(data), 0
-            while done < len(data):
-                written = os.write(self.fd, view[done:])
-                if written <= 0:  # no progress: the file system takes no more
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                done += written
-            os.fsync(self.fd)
-        except OSError as err:
-            try:  # half a batch (half a row) must not stay: a rerun continues from whole rows
-                os.ftruncate(self.fd, start)
-            except OSError:  # the rerun still cuts a row left half-written (drop_partial_row)
-                logger.warning(
-                    "%s: could not remove the rows of the batch that failed.", self.output
-                )
-            raise output_error(self.output, err) from err
+        data = "".join(lines).encode("utf-8") if self.jsonl else self._csv(rows)
+        append_whole(self.fd, data, self.output)
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+@dataclass
+class Predictions:
+    """Probabilities of one model: an id per image, one column per finding, where they came from."""
+
+    ids: list[str]
+    names: list[str]
+    probabilities: np.ndarray  # (n, k)
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def image_column(columns: Sequence[str], path: Path) -> str:
+    """The first of ``ID_COLUMNS`` among ``columns`` (of the CSV ``path``), else ValueError."""
+    for name in ID_COLUMNS:
+        if name in columns:
+            return name
+    raise ValueError(
+        f"{path} has no image column: expected one of {list(ID_COLUMNS)}, got {list(columns)}."
+    )
+
+
+def check_unique(ids: Sequence[str], source: str) -> None:
+    """Refuse (ValueError) an image listed twice in ``source``, naming it and its row."""
+    seen: set[str] = set()
+    for i, image in enumerate(ids):
+        if image in seen:
+            raise ValueError(f"{source}: image {image!r} appears twice (row {i + 1}).")
+        seen.add(image)
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of ``predict --json`` (one object with a ``predictions`` list) or of predict's
+    ``--output *.jsonl`` (an object per line)."""
+    text = path.read_text()
+    if path.suffix.lower() == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path} line {number} is not JSON: {err}") from err
+        return rows
+    payload = json.loads(text)
+    rows = payload.get("predictions") if isinstance(payload, dict) else None
+    if rows is None:
+        raise ValueError(f"{path} holds no 'predictions' list (as `predict --json` writes).")
+    return rows
+
+
+def check_is_file(path: Path, what: str) -> None:
+    """``what`` must be a file: a folder or a missing path is named as such."""
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; name the CSV file in it.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist.")
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """``pd.read_csv``, with an empty file (pandas' bare "No columns to parse from file") named."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{path} is empty: no header, no rows.") from err
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """A prediction file as ``hf-cxr-mae predict`` writes it: CSV (an image column of
+    ``ID_COLUMNS``, one probability column per finding; ``error`` and ``flagged`` ignored),
+    JSON lines (``--output *.jsonl``) or the ``--json`` printout. Images that failed to
+    read (an ``error``) are left out with a warning: pairing then refuses them unless the
+    other model failed on them too."""
+    import pandas as pd
+
+    path = Path(path)
+    check_is_file(path, "Prediction file")
+    failed: list[str] = []
+    if path.suffix.lower() in (".json", ".jsonl"):
+        rows = _json_rows(path)
+        failed = [str(row.get("path")) for row in rows if row.get("error")]
+        rows = [row for row in rows if not row.get("error")]
+        if not rows:
+            raise ValueError(f"{path} holds no predictions.")
+        names = list(rows[0]["probabilities"])
+        ids = [str(row["path"]) for row in rows]
+        for i, row in enumerate(rows):
+            if list(row["probabilities"]) != names:
+                raise ValueError(
+                    f"{path}: the prediction of {ids[i]} has other findings "
+                    f"{list(row['probabilities'])} than the first ({names})."
+                )
+        probabilities = np.array([[row["probabilities"][n] for n in names] for row in rows])
+    else:
+        frame = read_csv(path)
+        id_column = image_column(list(frame.columns), path)
+        if "error" in frame.columns:
+            bad = frame["error"].notna() & (frame["error"].astype(str).str.strip() != "")
+            failed = frame.loc[bad, id_column].astype(str).tolist()
+            frame = frame.loc[~bad]
+        if frame.empty:  # as for JSON: a comparison on no image is no comparison
+            raise ValueError(
+                f"{path} holds no predictions"
+                + (f" ({len(failed)} rows, every one a read error)." if failed else ".")
+            )
+        names = [
+            str(c)
+            for c in frame.columns
+            if c != id_column
+            and c not in NOT_PROBABILITIES
+            and pd.api.types.is_numeric_dtype(frame[c])
+            and not pd.api.types.is_bool_dtype(frame[c])
+        ]
+        if not names:
+            raise ValueError(f"{path} has no probability columns (numeric columns per finding).")
+        ids = frame[id_column].astype(str).tolist()
+        probabilities = frame[names].to_numpy(dtype=np.float64)
+    if failed:
+        logger.warning(
+            "%s: %d image(s) were not scored (read errors), left out: %s%s",
+            path, len(failed), ", ".join(failed[:5]), " ..." if len(failed) > 5 else "",
+        )  # fmt: skip
+    check_unique(ids, str(path))
+    bad = ~(np.isfinite(probabilities) & (probabilities >= 0) & (probabilities <= 1))
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{path}: {names[j]} of image {ids[i]!r} is {probabilities[i, j]}, not a probability."
+        )
+    return Predictions(ids, names, probabilities, str(path), {"failed": failed})

@@ -1,21 +1,25 @@
-"""The data side of the recipes: the ``--dataset`` sources, the DEMO data, empty splits, sample
-limits, the pixel cache of each split, the collator and each split's transform."""
+"""The data side of the recipes: their data arguments (the dataset spec, cache and
+augmentation), the DEMO data, empty splits, sample limits, the pixel cache of each split, the
+collator and each split's transform."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from ..constants import eval_resize_size
-from .cache import build_cache, split_cache_sizes
-from .demo import make_demo_dataset
-from .label_stats import log_label_counts
-from .loading import SOURCES, load_cxr_dataset, load_pretraining_dataset, loader_options
-from .near_duplicates import check_near_duplicates
-from .splits import patient_split, split_or_all
-from .transforms import (
+from ..data.cache import build_cache, split_cache_sizes
+from ..data.demo import make_demo_dataset
+from ..data.label_stats import log_label_counts
+from ..data.loading import load_labelled, load_pretraining_dataset
+from ..data.near_duplicates import check_near_duplicates
+from ..data.source_arguments import SourceArguments
+from ..data.splits import patient_split, split_or_all
+from ..data.transforms import (
+    CROP_MIN_SCALE,
     SOURCE_NORMALIZATION,
     AugmentationSeeds,
     CXRCollator,
@@ -25,28 +29,82 @@ from .transforms import (
     with_row_ids,
 )
 
+if TYPE_CHECKING:
+    from .arguments import CXRTrainingArguments
+
 logger = logging.getLogger("hf_cxr_mae")
 
 
-def sources(data_args) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(name, data_dir, options)`` per ``--dataset``, each with the options its loader takes."""
-    options = data_args.source_options()
-    out = []
-    for name, data_dir in zip(data_args.dataset, data_args.data_dir, strict=True):
-        if name not in SOURCES:
-            raise ValueError(f"Unknown --dataset {name!r}; choose from {sorted(SOURCES)}.")
-        accepted = loader_options(name)
-        out.append((name, data_dir, {k: v for k, v in options.items() if k in accepted}))
-    return out
+@dataclass
+class DataArguments(SourceArguments):
+    """The dataset spec (``SourceArguments``) plus the recipes' pixel cache and augmentation."""
 
-
-def source_name(data_args) -> str:
-    """The data as error messages name it: ``nih14 at /data/nih`` or ``the DEMO data``."""
-    if not data_args.dataset:
-        return "the DEMO data"
-    return ", ".join(
-        f"{n} at {d}" for n, d in zip(data_args.dataset, data_args.data_dir, strict=True)
+    pixel_cache: bool = field(
+        default=True, metadata={"help": "Decode images once into the pixel cache."}
     )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Pixel cache folder (default under $HF_HOME)."}
+    )
+    cache_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Shortest side kept in the cache. None: sized from the recipe's crops (image_size / sqrt(min crop scale), at least the eval resize), so no crop is upsampled from it; a smaller size warns."
+        },
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for the cache build."}
+    )
+    crop_min_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "RandomResizedCrop min scale; default per recipe: "
+            + ", ".join(f"{k} {v}" for k, v in CROP_MIN_SCALE.items())
+        },
+    )
+    auto_augment: str | None = field(
+        default="rand-m6-mstd0.5-inc1", metadata={"help": "timm RandAugment string; '' to disable."}
+    )
+    randaug_interpolation: Literal["bicubic", "bilinear", "random"] = field(
+        default="bicubic",
+        metadata={
+            "help": "RandAugment resampling: bicubic (official), bilinear, or random (timm's default draw)."
+        },
+    )
+    pretrain_normalization: Literal["per_source", "model"] = field(
+        default="per_source",
+        metadata={
+            "help": "Pre-training: 'per_source' (official: NIH mean 0.5056 / std 0.252, CheXpert and MIMIC-CXR ImageNet's per-channel statistics; other sources the model's) or 'model' (the model's mean / std for every source)."
+        },
+    )
+    mixup: float = field(default=0.0, metadata={"help": "Mixup alpha (off in the paper's recipe)."})
+    cutmix: float = field(
+        default=0.0, metadata={"help": "CutMix alpha (off in the paper's recipe)."}
+    )
+    reprob: float = field(
+        default=0.0, metadata={"help": "Random erasing probability (off in the paper's recipe)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the training set (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Truncate validation / test sets."}
+    )
+    demo_size: int = field(default=480, metadata={"help": "Training images of the DEMO data."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the source checks and every Literal field's
+        if self.crop_min_scale is not None and not 0 < self.crop_min_scale <= 1:
+            raise ValueError(f"--crop_min_scale must be in (0, 1], got {self.crop_min_scale}.")
+        if self.cache_size is not None and self.cache_size <= 0:
+            raise ValueError(f"--cache_size must be positive, got {self.cache_size}.")
+        for name in ("mixup", "cutmix", "reprob"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+
+
+def crop_scale(data_args: DataArguments, recipe: str) -> tuple[float, float]:
+    """RandomResizedCrop's scale range: ``--crop_min_scale`` or the recipe's (``CROP_MIN_SCALE``)."""
+    return (data_args.crop_min_scale or CROP_MIN_SCALE[recipe], 1.0)
 
 
 def demo_warning() -> None:
@@ -63,7 +121,7 @@ def truncate(ds: Dataset, n: int | None) -> Dataset:
     return ds.select(range(min(n, len(ds)))) if n else ds
 
 
-def truncate_splits(data: DatasetDict, data_args) -> DatasetDict:
+def truncate_splits(data: DatasetDict, data_args: DataArguments) -> DatasetDict:
     """``--max_train_samples`` on the training split, ``--max_eval_samples`` on the others."""
     return DatasetDict(
         {
@@ -84,11 +142,11 @@ def pretraining_images(
     return patient_split(images, max(1, min(1000, len(images) // 100)), seed)
 
 
-def load_pretraining_images(data_args, seed: int) -> tuple[Dataset, Dataset]:
+def load_pretraining_images(data_args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
     """The images to pre-train on and a small patient-disjoint hold-out (eval loss and
     reconstruction previews), sample limits applied; none to pre-train on is an error."""
     if data_args.dataset:
-        images, held_out = pretraining_images(sources(data_args), seed)
+        images, held_out = pretraining_images(data_args.sources(), seed)
     else:
         demo_warning()
         demo = make_demo_dataset(num_train=data_args.demo_size, seed=seed)
@@ -97,11 +155,11 @@ def load_pretraining_images(data_args, seed: int) -> tuple[Dataset, Dataset]:
     images = truncate(images, data_args.max_train_samples)
     held_out = truncate(held_out, data_args.max_eval_samples)
     if len(images) == 0:
-        raise ValueError(f"No images to pre-train on in {source_name(data_args)}.")
+        raise ValueError(f"No images to pre-train on in {data_args.describe()}.")
     return images, held_out
 
 
-def load_labelled_data(data_args, seed: int) -> DatasetDict:
+def load_labelled_data(data_args: DataArguments, seed: int) -> DatasetDict:
     """The labelled splits of the one ``--dataset`` (or the DEMO data), label counts logged."""
     if not data_args.dataset:
         demo_warning()
@@ -109,10 +167,7 @@ def load_labelled_data(data_args, seed: int) -> DatasetDict:
     elif len(data_args.dataset) != 1:
         raise ValueError(f"Fine-tuning and evaluation take one --dataset, got {data_args.dataset}.")
     else:
-        name, data_dir, options = sources(data_args)[0]
-        if name == "imagefolder":  # a layout without class folders is an error, not unlabelled
-            options["labelled"] = True
-        data = load_cxr_dataset(name, data_dir, **options)
+        data = load_labelled(*data_args.sources()[0])
     log_label_counts(data)  # before training: a typo'd or empty class shows here
     return data
 
@@ -134,19 +189,23 @@ def drop_empty_splits(data: DatasetDict, source: str) -> DatasetDict:
     return DatasetDict({k: v for k, v in data.items() if k == "train" or len(v) > 0})
 
 
-def evaluation_split(data: DatasetDict, split: str, data_args) -> Dataset:
+def evaluation_split(data: DatasetDict, split: str, data_args: DataArguments) -> Dataset:
     """The one split to evaluate (``all``: every image, see ``split_or_all``), refused when
     absent or empty, ``--max_eval_samples`` applied."""
     chosen = split_or_all(data, split)
     if len(chosen) == 0:
         raise ValueError(
-            f"The {split} split is empty (0 images) in {source_name(data_args)}: nothing to evaluate."
+            f"The {split} split is empty (0 images) in {data_args.describe()}: nothing to evaluate."
         )
     return truncate(chosen, data_args.max_eval_samples)
 
 
 def cache_splits(
-    data: DatasetDict, data_args, training_args, settings, min_crop_scale: float = 1.0
+    data: DatasetDict,
+    data_args: DataArguments,
+    training_args: CXRTrainingArguments,
+    settings: Any,
+    min_crop_scale: float = 1.0,
 ) -> DatasetDict:
     """The pixel cache of each split, its shortest side sized from what the recipe takes from it
     unless ``--cache_size`` is given (then warned about if it loses detail): the training split
@@ -179,12 +238,14 @@ def cache_splits(
     return DatasetDict(check_near_duplicates(cached, data_args.on_bad or "raise"))
 
 
-def collator(config, data_args, num_classes: int | None = None) -> CXRCollator:
+def collator(config: Any, data_args: DataArguments, num_classes: int | None = None) -> CXRCollator:
     """Batches with the run's channels and MixUp / CutMix."""
     return CXRCollator(config.num_channels, data_args.mixup, data_args.cutmix, num_classes)
 
 
-def source_transforms(config, data_args, mode: str, **kwargs: Any) -> dict[str, Any]:
+def source_transforms(
+    config: Any, data_args: DataArguments, mode: str, **kwargs: Any
+) -> dict[str, Any]:
     """Pre-training transforms per source with the official per-source normalisation
     (``SOURCE_NORMALIZATION``), or none with ``--pretrain_normalization model``."""
     if data_args.pretrain_normalization != "per_source":
@@ -196,7 +257,7 @@ def source_transforms(config, data_args, mode: str, **kwargs: Any) -> dict[str, 
 
 
 def preview_normalization(
-    held_out: Dataset, count: int, data_args
+    held_out: Dataset, count: int, data_args: DataArguments
 ) -> list[tuple[tuple[float, ...], tuple[float, ...]] | None] | None:
     """The (mean, std) each of the first ``count`` held-out images was normalised with, so that
     previews undo the right one; None when every image uses the model's (as ``batch_transform``
@@ -210,7 +271,12 @@ def preview_normalization(
 
 
 def pretraining_splits(
-    images: Dataset, held_out: Dataset, config, data_args, seed: int, crop: tuple[float, float]
+    images: Dataset,
+    held_out: Dataset,
+    config: Any,
+    data_args: DataArguments,
+    seed: int,
+    crop: tuple[float, float],
 ) -> tuple[Dataset, Dataset, AugmentationSeeds]:
     """The pre-training images with seeded random crops, the hold-out with the eval transform."""
     seeds = AugmentationSeeds(seed)
