@@ -7,6 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ..data.source_arguments import SOURCE_NAMES
 from ._common import Subparsers, add_source_flags, source_spec
 
 
@@ -91,8 +92,8 @@ def add_cache_command(subparsers: Subparsers) -> None:
     parser.add_argument(
         "dataset",
         nargs="*",
-        help="nih14, chexpert, mimic_cxr, covidx, csv or imagefolder; several with --recipe "
-        "pretrain: the mixture the recipe's --dataset names, in the same order",
+        help=f"{', '.join(SOURCE_NAMES)}; several with --recipe pretrain: the mixture the "
+        "recipe's --dataset names, in the same order",
     )
     parser.add_argument("--data_dir", required=True, type=Path, nargs="+", help="one per dataset")
     parser.add_argument(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.source_arguments import SOURCE_NAMES
 from ._common import Subparsers, add_source_flags, source_spec
 
 
@@ -80,7 +81,7 @@ def add_compare_command(subparsers: Subparsers) -> None:
         help="labels CSV: image_id (or path) + one 0/1/-1 column per finding",
     )
     parser.add_argument(
-        "--dataset", default=None, help="nih14, chexpert, mimic_cxr, covidx, csv, imagefolder"
+        "--dataset", default=None, help=", ".join(SOURCE_NAMES)
     )
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--split", default="test")

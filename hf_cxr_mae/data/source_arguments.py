@@ -14,6 +14,9 @@ from typing import Any, Literal
 RENAMED = {"split_seed": "seed", "csv_label_names": "label_names"}
 # Fields that say where the data is, not how to read it.
 LOCATION = ("dataset", "data_dir")
+# The names of ``loading.SOURCES`` (a test keeps them equal), for help texts that must not
+# import the loaders (``--help`` loads no datasets).
+SOURCE_NAMES = ("nih14", "chexpert", "mimic_cxr", "covidx", "csv", "imagefolder")
 
 
 def _choices(hint: Any) -> tuple[Any, ...]:
@@ -52,7 +55,8 @@ class SourceArguments:
     dataset: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Source name(s): nih14, chexpert, mimic_cxr, covidx, csv, imagefolder (several for pre-training). None: the built-in DEMO data."
+            "help": f"Source name(s): {', '.join(SOURCE_NAMES)} (several for pre-training). "
+            "None: the built-in DEMO data."
         },
     )
     data_dir: list[str] | None = field(default=None, metadata={"help": "One folder per --dataset."})

@@ -64,3 +64,11 @@ def test_a_bad_choice_from_a_config_file_is_refused(dataclass, values):
     (name,) = [k for k in values if k != "output_dir"]
     with pytest.raises(ValueError, match=f"--{name} must be one of"):
         dataclass(**values)
+
+
+def test_the_source_names_of_help_texts_are_the_loaders():
+    """Help texts list ``SOURCE_NAMES`` without importing the loaders; a new loader must be named."""
+    from hf_cxr_mae.data.loading import SOURCES
+    from hf_cxr_mae.data.source_arguments import SOURCE_NAMES
+
+    assert sorted(SOURCE_NAMES) == sorted(SOURCES)
