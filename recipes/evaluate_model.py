@@ -22,4 +22,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:  # bad input, said in words: no traceback
+        raise SystemExit(f"{Path(__file__).name}: {err}") from err

@@ -14,9 +14,8 @@ def evaluate(args: argparse.Namespace) -> None:
     from ..training.evaluation import run_evaluate
 
     arguments = (ModelArguments, DataArguments, EvaluateArguments)
-    parsed = parse_recipe_args(arguments, args.recipe_flags)
     try:
-        run_evaluate(*parsed)
+        run_evaluate(*parse_recipe_args(arguments, args.recipe_flags))
     except (ValueError, FileNotFoundError) as err:  # bad input, said in words: no traceback
         raise SystemExit(f"evaluate: {err}") from err
 

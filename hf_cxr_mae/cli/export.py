@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import Subparsers, add_source_flags, source_spec
+from ._common import OPTIONS, Subparsers, add_source_flags, source_spec
 
 
 def export(args: argparse.Namespace) -> None:
@@ -14,6 +14,14 @@ def export(args: argparse.Namespace) -> None:
     from ..serving.export import dataset_pixels, export_onnx
     from ..serving.predict import load_classifier
 
+    given = [f"--{o}" for o in OPTIONS if getattr(args, o, None) is not None]
+    if not args.calibration and (given or args.data_dir):
+        # Without --calibration they would be dropped without a word.
+        flags = " ".join(given + (["--data_dir"] if args.data_dir else []))
+        raise SystemExit(
+            f"export: {flags} describe the calibration data: name its source with "
+            "--calibration DATASET (or leave them out)."
+        )
     try:
         model = load_classifier(args.model)
         calibration, source = None, "synthetic chest pictures"

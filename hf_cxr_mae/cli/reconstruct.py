@@ -12,7 +12,11 @@ def reconstruct(args: argparse.Namespace) -> None:
     """The MAE's reconstructions of images as one figure."""
     from ..serving.predict import collect_images, reconstruct_figure
 
-    figure = reconstruct_figure(args.model, collect_images(args.images), args.mask_ratio, args.seed)
+    try:
+        images = collect_images(args.images)
+        figure = reconstruct_figure(args.model, images, args.mask_ratio, args.seed)
+    except (ValueError, FileNotFoundError) as err:  # a missing image, a classifier, a bad ratio
+        raise SystemExit(f"reconstruct: {err}") from err
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.save(args.out)
     print(f"wrote {args.out} ({figure.width}x{figure.height})")

@@ -41,6 +41,16 @@ def check_choices(args: Any) -> None:
             )
 
 
+def _one_item_lists(args: Any) -> None:
+    """A config file's ``views: PA`` or ``dataset: nih14`` (a string where a list is expected)
+    as the one-item list it means: used as given, a string is a list of its letters."""
+    hints = typing.get_type_hints(type(args))
+    for f in fields(args):
+        value = getattr(args, f.name)
+        if isinstance(value, str) and "list[" in str(hints.get(f.name)):
+            setattr(args, f.name, [value])
+
+
 def _takers(option: str) -> list[str]:
     from .loading import SOURCES, loader_options  # here: the CLI's --help needs no datasets
 
@@ -162,6 +172,7 @@ class SourceArguments:
     )
 
     def __post_init__(self) -> None:
+        _one_item_lists(self)
         if self.dataset and (not self.data_dir or len(self.data_dir) != len(self.dataset)):
             raise ValueError(
                 f"Give one --data_dir per --dataset: got datasets {self.dataset} and data_dir {self.data_dir}."

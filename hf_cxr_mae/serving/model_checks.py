@@ -1,13 +1,24 @@
-"""Checks of a classifier's labels and outputs, shared by predict, the demo and ONNX serving.
+"""Checks of a classifier's location, labels and outputs, shared by predict, the demo and ONNX
+serving.
 
 Numpy only (no torch, no transformers), so that ``onnx_runtime`` may import it and stay light."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def check_model_location(name_or_path: str) -> None:
+    """A model named by a path that does not exist is an error naming it: transformers would
+    take it for a malformed Hub id and end in a traceback. A Hub id (``org/name``) passes."""
+    text = str(name_or_path)
+    looks_like_path = text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1
+    if looks_like_path and not Path(text).expanduser().exists():
+        raise FileNotFoundError(f"model {text}: no such folder (a Hub id reads org/name)")
 
 
 def check_unique_labels(id2label: Mapping[Any, str], model: str) -> None:

@@ -85,9 +85,10 @@ def load_classifier(model_name_or_path: str):
     from transformers import AutoConfig, AutoModelForImageClassification
 
     from ..safe_weights import no_safetensors_message, require_safetensors
-    from .model_checks import check_unique_labels
+    from .model_checks import check_model_location, check_unique_labels
     from .onnx_runtime import is_onnx_folder
 
+    check_model_location(model_name_or_path)
     if is_onnx_folder(model_name_or_path):
         raise ValueError(
             f"{model_name_or_path} is an ONNX export without PyTorch weights: this needs the "
@@ -368,7 +369,9 @@ def reconstruct_figure(
     from ..configuration import check_setting
     from ..figures import reconstruction_grid
     from ..modeling import CXRMAEForPreTraining
+    from .model_checks import check_model_location
 
+    check_model_location(model_name_or_path)
     config = AutoConfig.from_pretrained(model_name_or_path)
     if config.model_type != "vit_mae" or "ViTMAEForPreTraining" not in (config.architectures or []):
         raise ValueError(

@@ -87,6 +87,10 @@ def parse_recipe_args(
     *outputs, remaining = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True
     )
+    if "--option" in remaining:  # before every loader option had a flag of its own
+        pair = remaining[remaining.index("--option") + 1 :][:1] or ["KEY=VALUE"]
+        key, _, value = pair[0].partition("=")
+        raise ValueError(f"--option was removed: pass each dataset option as a flag, --{key} {value}")
     if remaining:
         flags = [r for r in remaining if r.startswith("-")] or remaining
         hints = {

@@ -72,3 +72,18 @@ def test_the_source_names_of_help_texts_are_the_loaders():
     from hf_cxr_mae.data.source_arguments import SOURCE_NAMES
 
     assert sorted(SOURCE_NAMES) == sorted(SOURCES)
+
+
+def test_a_config_string_where_a_list_is_expected_is_a_one_item_list(tmp_path):
+    """``views: PA`` or ``dataset: nih14`` in a YAML config is one value, not the letters of a
+    string (which kept no row, ``P`` and ``A`` being no view, and said nothing about views)."""
+    from hf_cxr_mae.training.argument_parser import parse_recipe_args
+    from hf_cxr_mae.training.arguments import DataArguments
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"dataset: nih14\ndata_dir: {tmp_path}\nimage_dir: images\nviews: PA\n"
+    )
+    (data,) = parse_recipe_args((DataArguments,), [str(config)])
+    assert (data.dataset, data.data_dir, data.views) == (["nih14"], [str(tmp_path)], ["PA"])
+    assert data.options("nih14")["views"] == ["PA"]

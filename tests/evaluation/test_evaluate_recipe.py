@@ -178,6 +178,25 @@ def test_evaluating_validation_with_another_validation_size_than_the_fine_tuning
     ]
     assert reports[0]["num_images"] == reports[1]["num_images"] == 4
     assert reports[0]["mauc"] == reports[1]["mauc"]  # the same validation images
+    # The loaders' split seed carves the split too: another one is refused, the same accepted.
+    with pytest.raises(ValueError, match=r"fine-tuned with --split_seed None"):
+        recipe("evaluate_model").main(
+            [*evaluate, "--validation_size", "4", "--split_seed", "1", "--output_dir", str(tmp_path / "e2")]
+        )
+    # Fine-tuned with the loader's defaults (validation_size 0.1, split seed 0): giving those
+    # same values explicitly is the same split, not a refusal.
+    default = tmp_path / "ft_default"
+    recipe("finetune").main(
+        [*TINY_TRAIN, *data, "--output_dir", str(default), "--max_steps", "1", "--eval_strategy",
+         "no", "--save_strategy", "no", "--load_best_model_at_end", "false", "--pixel_cache",
+         "false", "--model_name_or_path", ""]
+    )  # fmt: skip
+    explicit = recipe("evaluate_model").main(
+        [*data, "--model_name_or_path", str(default), "--split", "validation", "--pixel_cache",
+         "false", "--bootstrap_resamples", "0", "--report_to", "none", "--validation_size", "0.1",
+         "--split_seed", "0", "--output_dir", str(tmp_path / "e3")]
+    )  # fmt: skip
+    assert explicit["num_images"] >= 1
 
 
 def test_a_csv_with_the_models_findings_in_another_order_is_matched_by_name(tmp_path):

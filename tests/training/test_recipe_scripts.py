@@ -38,3 +38,23 @@ def test_every_recipe_prints_its_help(recipe_name, capsys):
         recipe(recipe_name).main(["--help"])
     assert exit_info.value.code == 0
     assert "--output_dir" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recipe_name", ["finetune", "evaluate_model"])
+def test_a_bad_argument_ends_the_script_in_one_line(recipe_name, tmp_path):
+    """Run as a script (what ``accelerate launch`` does), a refused argument or option is one
+    line naming it and the script, not a traceback."""
+    import os
+    import subprocess
+
+    argv = [sys.executable, f"recipes/{recipe_name}.py", "--dataset", "nih14", "--data_dir",
+            str(tmp_path), "--option", "image_dir=images", "--output_dir", str(tmp_path / "o")]  # fmt: skip
+    done = subprocess.run(
+        argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"{recipe_name}.py: --option was removed: pass each dataset option as a flag, --image_dir images"
+    )
