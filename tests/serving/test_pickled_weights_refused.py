@@ -74,7 +74,7 @@ def test_reconstruct_refuses_a_pickled_mae(image, tmp_path):
     mae.save_pretrained(folder)
     (folder / "model.safetensors").unlink()
     torch.save(mae.state_dict(), folder / "pytorch_model.bin")
-    with pytest.raises(ValueError, match=REFUSED):
+    with pytest.raises(SystemExit, match=REFUSED):
         cli(["reconstruct", "--model", str(folder), str(image), "--out", str(tmp_path / "r.png")])
     assert not (tmp_path / "r.png").exists()
 
