@@ -35,6 +35,18 @@ def loader_options(name: str) -> set[str]:
     return set(inspect.signature(SOURCES[name]).parameters) - {"data_dir"}
 
 
+def loader_default(name: str, option: str) -> Any:
+    """The default of ``option`` in source ``name``'s loader: what the loader applies when the
+    option is not given. None for an unknown source, an option it does not take or one without
+    a default."""
+    if name not in SOURCES:
+        return None
+    parameter = inspect.signature(SOURCES[name]).parameters.get(option)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return parameter.default
+
+
 def load_cxr_dataset(
     name: str | Dataset | DatasetDict, data_dir: str | Path | None = None, **options: Any
 ) -> DatasetDict:

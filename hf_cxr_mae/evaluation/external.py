@@ -12,7 +12,6 @@ was left out and why). Serving-side: models and data, never the training package
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 import os
@@ -107,14 +106,11 @@ def model_source(model_path: str, findings: list[str]) -> dict[str, Any]:
 def uncertainty_of(source: str | None, options: dict[str, Any]) -> dict[str, Any] | None:
     """The uncertainty policy the dataset's loader applied (given, or its default), or None for a
     source without uncertain labels."""
-    from ..data.loading import SOURCES
+    from ..data.loading import SOURCES, loader_default, loader_options
 
-    if source not in SOURCES:
+    if source not in SOURCES or "uncertainty" not in loader_options(source):
         return None
-    parameter = inspect.signature(SOURCES[source]).parameters.get("uncertainty")
-    if parameter is None:
-        return None
-    policy = options.get("uncertainty", parameter.default)
+    policy = options.get("uncertainty", loader_default(source, "uncertainty"))
     return {
         "policy": policy,
         "given": "uncertainty" in options,

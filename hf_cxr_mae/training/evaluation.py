@@ -15,6 +15,7 @@ from datasets import Dataset, DatasetDict
 
 from ..attention import use_fast_attention
 from ..data import label_names
+from ..data.loading import loader_default
 from ..data.source_arguments import RENAMED
 from ..data.splits import ALL_SPLITS
 from ..data.transforms import (
@@ -40,18 +41,6 @@ from .trainer import CXRTrainer
 logger = logging.getLogger("hf_cxr_mae")
 
 
-def _loader_default(dataset: str, option: str) -> Any:
-    """The default of ``option`` in ``dataset``'s loader (None where it takes no such option)."""
-    import inspect
-
-    from ..data.loading import SOURCES
-
-    if dataset not in SOURCES:
-        return None
-    parameter = inspect.signature(SOURCES[dataset]).parameters.get(option)
-    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
-
-
 def check_same_validation(model_path: str, data_args, training_args) -> None:
     """A validation split carved from training data depends on ``validation_size`` (real data
     is split with the loaders' fixed seed; the DEMO images themselves depend on ``seed``):
@@ -69,7 +58,7 @@ def check_same_validation(model_path: str, data_args, training_args) -> None:
         """None means the loader's own default: the same split as that value given."""
         if value is not None or not data_args.dataset:
             return value
-        return _loader_default(data_args.dataset[0], RENAMED.get(key, key))
+        return loader_default(data_args.dataset[0], RENAMED.get(key, key))
 
     differ = [
         f"--{k} {trained[k]!r}"

@@ -3,12 +3,11 @@ test metrics (metrics.json), all_results.json, then the card with the metrics an
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from ..data.demo import make_demo_dataset
-from ..data.loading import SOURCES
+from ..data.loading import SOURCES, loader_default, loader_options
 from ..hub import BackgroundPusher
 from ..model_card import CardData, write_run_card
 
@@ -66,9 +65,9 @@ def used_source_option(data_args, option: str) -> Any:
     if given is not None:
         return given
     defaults = [
-        parameters[option].default
+        loader_default(name, option)
         for name in data_args.dataset or []
-        if name in SOURCES and option in (parameters := inspect.signature(SOURCES[name]).parameters)
+        if name in SOURCES and option in loader_options(name)
     ]
     return defaults[0] if defaults and all(d == defaults[0] for d in defaults) else None
 
