@@ -328,7 +328,7 @@ Or `hf-cxr-mae predict --model path/to/this/folder images/` (Grad-CAM heatmaps n
 """
 
 
-def add_card_section(out_dir: Path, source: str | None, section: str) -> None:
+def add_onnx_section(out_dir: Path, source: str | None, section: str) -> None:
     """``out_dir``'s card (else the source's, else a title) with the ONNX ``section`` added, or
     replacing the one already there."""
     card = out_dir / "README.md"

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
-from ..data.source_arguments import LOCATION, RENAMED, SourceArguments
+from ..data.source_arguments import LOCATION, SourceArguments, removed_option_message
 
 Subparsers = argparse._SubParsersAction
 OPTIONS = [f.name for f in fields(SourceArguments) if f.name not in LOCATION]
@@ -17,9 +17,7 @@ class _RemovedOption(argparse.Action):
     """``--option KEY=VALUE`` (before every loader option had a flag): an error naming the flag."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        key, _, value = str(values).partition("=")
-        flag = {v: k for k, v in RENAMED.items()}.get(key, key)
-        parser.error(f"--option was removed: pass each dataset option as a flag, --{flag} {value}")
+        parser.error(removed_option_message(str(values)))
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -19,6 +19,14 @@ LOCATION = ("dataset", "data_dir")
 SOURCE_NAMES = ("nih14", "chexpert", "mimic_cxr", "covidx", "csv", "imagefolder")
 
 
+def removed_option_message(pair: str) -> str:
+    """What ``--option KEY=VALUE`` (before every loader option had a flag) says: the flag to
+    pass instead, under the field's name (``seed`` -> ``--split_seed``)."""
+    key, _, value = pair.partition("=")
+    flag = {loader: name for name, loader in RENAMED.items()}.get(key, key)
+    return f"--option was removed: pass each dataset option as a flag, --{flag} {value}"
+
+
 def _choices(hint: Any) -> tuple[Any, ...]:
     """The values of a ``Literal`` type (also inside ``X | None``); empty for other types."""
     if typing.get_origin(hint) is Literal:

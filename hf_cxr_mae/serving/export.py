@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..metrics.classification import probabilities
-from ..model_card import add_card_section, onnx_card_section
+from ..model_card import add_onnx_section, onnx_card_section
 from .onnx_graph import fuse_attention, quantize
 from .onnx_runtime import FILES, ONNX_DIR, files_sha256, onnx_files, session, weights_files
 
@@ -332,7 +332,7 @@ def export_onnx(
     section = onnx_card_section(
         [asdict(c) for c in checks], fused, FILES[int8], int8, source or type(model).__name__
     )
-    add_card_section(out_dir, source, section)
+    add_onnx_section(out_dir, source, section)
     return target / FILES[int8]
 
 

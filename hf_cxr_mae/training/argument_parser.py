@@ -88,9 +88,10 @@ def parse_recipe_args(
         args=argv, return_remaining_strings=True
     )
     if "--option" in remaining:  # before every loader option had a flag of its own
+        from ..data.source_arguments import removed_option_message
+
         pair = remaining[remaining.index("--option") + 1 :][:1] or ["KEY=VALUE"]
-        key, _, value = pair[0].partition("=")
-        raise ValueError(f"--option was removed: pass each dataset option as a flag, --{key} {value}")
+        raise ValueError(removed_option_message(pair[0]))
     if remaining:
         flags = [r for r in remaining if r.startswith("-")] or remaining
         hints = {
